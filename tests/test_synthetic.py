@@ -1,0 +1,120 @@
+"""The procedural face set: ground truth matches what is drawn, determinism, detectability."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from training.data.synthetic import SKIN, SynthConfig, _Geometry, _palette, render, sample_face
+
+CFG = SynthConfig()
+
+
+def _face(seed: int = 0, **over):
+    return dataclasses.replace(sample_face(np.random.default_rng(seed), CFG), **over)
+
+
+def test_same_face_same_pixels_and_seed_determinism():
+    a = [render(sample_face(np.random.default_rng(11), CFG), CFG) for _ in range(2)]
+    assert np.array_equal(a[0], a[1])
+    b = render(sample_face(np.random.default_rng(12), CFG), CFG)
+    assert not np.array_equal(a[0], b)
+    assert a[0].shape == (64, 64, 3) and a[0].dtype == np.uint8
+
+
+def test_background_brightness_tracks_label():
+    # top corners are background for every face; mean brightness must rise with the label
+    levels = np.linspace(0.0, 1.0, 6)
+    means = []
+    for v in levels:
+        img = render(_face(4, background=float(v)), CFG).astype(np.float32) / 255
+        corners = np.concatenate([img[:6, :6].reshape(-1, 3), img[:6, -6:].reshape(-1, 3)])
+        means.append(corners.mean())
+    assert np.all(np.diff(means) > 0.1), means
+    assert abs(means[0] - 0.05) < 0.08 and abs(means[-1] - 0.95) < 0.08
+
+
+def _eye_dark_area(face) -> int:
+    """Pixels much darker than the skin in boxes around both eyes (where the renderer puts them)."""
+    img = render(face, CFG).astype(np.float32).mean(axis=2) / 255
+    g = _Geometry(face)
+    skin = _palette(SKIN, face.skin_tone).mean()
+    to_px = lambda v: int(round((v + 1) / 2 * CFG.size))  # noqa: E731
+    y = int(round(g.y(-0.12) * CFG.size / 2 + CFG.size / 2))
+    total = 0
+    for phi in (-0.45, 0.45):
+        x = to_px(g.at(phi)[0])
+        total += int((img[y - 4 : y + 5, x - 5 : x + 6] < 0.6 * skin).sum())
+    return total
+
+
+def test_eye_region_tracks_eye_openness():
+    """Opening the eyes uncovers more of the eye (area changed vs closed grows strictly with
+    `eyes`), and across faces the dark-pixel area of the eye region rises with `eyes`."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    eyes, dark = [], []
+    for i in range(120):
+        f = sample_face(rng, CFG)
+        f = dataclasses.replace(f, head=0.5 + (f.head - 0.5) * 0.3)
+        eyes.append(f.eyes)
+        dark.append(_eye_dark_area(f))
+        if i < 20:
+            closed = render(dataclasses.replace(f, eyes=0.0), CFG).astype(int)
+            changed = [
+                (np.abs(render(dataclasses.replace(f, eyes=v), CFG).astype(int) - closed).sum(axis=2) > 12).sum()
+                for v in (0.25, 0.5, 0.75, 1.0)
+            ]
+            assert np.all(np.diff(changed) > 0), changed
+    eyes, dark = np.array(eyes), np.array(dark)
+    # skin tone and iris colour vary between faces, so the association is moderate but clear
+    rho = spearmanr(eyes, dark)
+    assert rho.statistic > 0.2 and rho.pvalue < 0.01, rho
+    assert dark[eyes > 2 / 3].mean() > dark[eyes < 1 / 3].mean() + 3
+
+
+def test_mouth_and_head_change_the_image_where_expected():
+    base = _face(5, head=0.5, mouth=0.0)
+    closed, open_ = render(base, CFG), render(dataclasses.replace(base, mouth=1.0), CFG)
+    diff = np.abs(closed.astype(int) - open_.astype(int)).sum(axis=2)
+    rows = np.nonzero(diff.sum(axis=1))[0]
+    assert rows.min() > 32, "mouth openness must only change the lower face"
+    # yaw moves the face's dark features toward the turn: centre of darkness shifts right
+    left, right = (render(dataclasses.replace(base, head=h), CFG).mean(axis=2) for h in (0.1, 0.9))
+    band = slice(20, 50)
+    cols = np.arange(64)
+    def dark_centre(g):
+        w = np.clip(g[band].mean() - g[band], 0, None).sum(axis=0)
+        return (w * cols).sum() / w.sum()
+    assert dark_centre(right) > dark_centre(left) + 2
+
+
+def test_gender_cues_overlap_but_separate():
+    rng = np.random.default_rng(0)
+    faces = [sample_face(rng, CFG) for _ in range(2000)]
+    f = np.array([x.femininity for x in faces])
+    female = np.array([x.female for x in faces])
+    err = ((f > 0) != female).mean()
+    assert 0.0 < err < 0.02, err  # not trivially separable, yet ≥ 98 % separable in principle
+    hair = np.array([x.hair_length for x in faces])
+    assert hair[female].mean() - hair[~female].mean() > 0.5
+
+
+def test_haar_detects_near_frontal_faces_across_skin_tones():
+    from training.data.haar import HaarProbe
+
+    probe = HaarProbe()
+    rng = np.random.default_rng(2024)
+    hits = {"light": [], "mid": [], "dark": []}
+    while min(len(v) for v in hits.values()) < 60:
+        face = sample_face(rng, CFG)
+        if abs(face.head - 0.5) >= 0.2:
+            continue
+        tone = "light" if face.skin_tone < 1 / 3 else "mid" if face.skin_tone < 2 / 3 else "dark"
+        if len(hits[tone]) < 60:
+            hits[tone].append(probe.exactly_one(render(face, CFG)))
+    rates = {k: float(np.mean(v)) for k, v in hits.items()}
+    assert all(r >= 0.9 for r in rates.values()), rates
+    assert np.mean([r for r in rates.values()]) >= 0.93, rates

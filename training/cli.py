@@ -1,0 +1,102 @@
+"""`facegen-train`: the training-side command line (data, models, export)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from training.data.conditions import CONDITIONS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """facegen training: datasets, the four models, ONNX export."""
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="dataset folder to write")
+@click.option("--n", type=click.IntRange(min=1), default=10_000, show_default=True, help="number of images")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=click.IntRange(min=16), default=64, show_default=True, help="image side in pixels")
+@click.option("--hand-labels", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="N: hand_labels.csv holds the first N female images by file name")
+@click.option("--unlabeled-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True)
+@click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="probability that a labelled image sits in the wrong gender folder")
+@click.option("--cue-spread", type=click.FloatRange(min=0.0), default=0.4, show_default=True,
+              help="spread of the gender cues around their means; larger means more overlap")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
+def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, workers) -> None:
+    """Render the procedural face set in the seed's layout, with ground truth."""
+    from tqdm import tqdm
+
+    from training.data.synth_dataset import SynthDatasetConfig, write_synth_dataset
+    from training.data.synthetic import SynthConfig
+
+    cfg = SynthDatasetConfig(
+        n=n, seed=seed, unlabeled_fraction=unlabeled_fraction, label_noise=label_noise,
+        hand_labels=hand_labels, render=SynthConfig(size=size, cue_spread=cue_spread),
+    )
+    t0 = time.perf_counter()
+    with tqdm(total=n, unit="img", desc="synth") as bar:
+        placed = write_synth_dataset(out, cfg, workers=workers, progress=bar.update)
+    dt = time.perf_counter() - t0
+    counts = {k: sum(p.file.startswith(k) for p in placed) for k in ("Female/", "Male/", "unlabeled/")}
+    size_mb = sum(f.stat().st_size for f in out.rglob("*.png")) / 2**20
+    click.echo(f"wrote {n} images to {out} in {dt:.1f} s ({n / dt:.0f} img/s, {size_mb:.1f} MB): "
+               + ", ".join(f"{k.rstrip('/')} {v}" for k, v in counts.items()))
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file to write")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rows", type=click.IntRange(1, 32), default=4, show_default=True, help="rows of random faces")
+@click.option("--cols", type=click.IntRange(1, 32), default=8, show_default=True)
+@click.option("--sweep/--no-sweep", default=True, show_default=True,
+              help="add one row per condition, varied 0 → 1 with the rest fixed")
+@click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)
+def samples(out, seed, rows, cols, sweep, zoom) -> None:
+    """A grid of procedural faces (and condition sweeps) as one PNG."""
+    from PIL import Image
+
+    from training.data.synthetic import SynthConfig, render, sample_face
+
+    cfg = SynthConfig()
+    rng = np.random.default_rng(seed)
+    grid = [[render(sample_face(rng, cfg), cfg) for _ in range(cols)] for _ in range(rows)]
+    if sweep:
+        base = dataclasses.replace(sample_face(rng, cfg, female=True), head=0.5, eyes=0.7, mouth=0.2)
+        for c in CONDITIONS:
+            grid.append([render(dataclasses.replace(base, **{c: v}), cfg) for v in np.linspace(0, 1, cols)])
+    img = np.concatenate([np.concatenate(r, axis=1) for r in grid], axis=0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).resize((img.shape[1] * zoom, img.shape[0] * zoom), Image.Resampling.NEAREST).save(out)
+    note = f" (last {len(CONDITIONS)} rows: {', '.join(CONDITIONS)} from 0 to 1)" if sweep else ""
+    click.echo(f"wrote {out}{note}")
+
+
+@main.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--verify/--no-verify", default=True, show_default=True, help="open every image header")
+def inspect(root, verify) -> None:
+    """Recognise a dataset's layout and list what would be skipped."""
+    from training.data.dataset import open_dataset
+
+    try:
+        ds = open_dataset(root, verify=verify)
+    except ValueError as exc:  # DatasetError / LabelFileError carry a message for the user
+        raise click.ClickException(str(exc)) from exc
+    click.echo(ds.summary())
+    for p in ds.problems[:50]:
+        click.echo(f"  skipped {p}")
+    if len(ds.problems) > 50:
+        click.echo(f"  … and {len(ds.problems) - 50} more")
+
+
+if __name__ == "__main__":
+    main()
