@@ -70,7 +70,10 @@ def samples(out, seed, rows, cols, sweep, zoom) -> None:
     rng = np.random.default_rng(seed)
     grid = [[render(sample_face(rng, cfg), cfg) for _ in range(cols)] for _ in range(rows)]
     if sweep:
-        base = dataclasses.replace(sample_face(rng, cfg, female=True), head=0.5, eyes=0.7, mouth=0.2)
+        # a legible base for the sweeps: mid skin tone, mid background, frontal, eyes open
+        base = dataclasses.replace(
+            sample_face(rng, cfg, female=True), head=0.5, eyes=0.7, mouth=0.2, skin_tone=0.35, background=0.5
+        )
         for c in CONDITIONS:
             grid.append([render(dataclasses.replace(base, **{c: v}), cfg) for v in np.linspace(0, 1, cols)])
     img = np.concatenate([np.concatenate(r, axis=1) for r in grid], axis=0)
