@@ -101,5 +101,10 @@ def inspect(root, verify) -> None:
         click.echo(f"  … and {len(ds.problems) - 50} more")
 
 
+from training.cli_filter import filter_cmd, select_cmd  # noqa: E402  (subcommands in their own modules)
+
+main.add_command(filter_cmd)
+main.add_command(select_cmd)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,119 @@
+"""Read an export folder (exports/<model>/<version>/) and open it with ONNX Runtime. Torch-free.
+
+The sha256 recorded in card.json is checked before a session is created: a model.onnx that was
+replaced, truncated or tampered with is refused with a clear error instead of being served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("facegen.exports")
+
+REQUIRED_FILES = ("model.onnx", "signature.json", "card.json")
+
+
+class ExportError(RuntimeError):
+    """An export folder that cannot be served; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+    signature: dict[str, Any]
+    card: dict[str, Any]
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / "model.onnx"
+
+    def input(self, name: str | None = None) -> dict[str, Any]:
+        inputs = self.signature["inputs"]
+        return inputs[0] if name is None else next(i for i in inputs if i["name"] == name)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the image input."""
+        img = self.signature["image"]
+        return int(img["height"]), int(img["width"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_export(path: Path | str, verify: bool = True) -> Export:
+    path = Path(path)
+    if not path.is_dir():
+        raise ExportError(f"{path}: export folder not found")
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if missing:
+        raise ExportError(f"{path}: missing {', '.join(missing)}")
+    try:
+        signature = json.loads((path / "signature.json").read_text())
+        card = json.loads((path / "card.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path}: unreadable JSON: {exc}") from exc
+    if verify:
+        want = card.get("onnx_sha256")
+        if not want:
+            raise ExportError(f"{path / 'card.json'}: no onnx_sha256 recorded")
+        got = _sha256(path / "model.onnx")
+        if got != want:
+            raise ExportError(
+                f"{path / 'model.onnx'}: sha256 {got[:16]}… does not match card.json ({want[:16]}…); "
+                "the file was modified after export — re-export it or restore the original"
+            )
+    return Export(path=path, signature=signature, card=card)
+
+
+def create_session(export: Export, device: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 1):
+    """An ORT InferenceSession on CUDA when asked for ("cuda") or available ("auto"), else CPU.
+
+    Returns (session, provider actually in use). onnxruntime-gpu asked for CUDA without a usable
+    CUDA silently falls back to CPU, so the provider is read back from the session, not assumed.
+    """
+    import onnxruntime as ort
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    available = ort.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    elif device == "cuda":
+        log.warning("CUDA requested but onnxruntime offers only %s; using CPU", available)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(export.onnx_path), sess_options=opts, providers=providers)
+    in_use = session.get_providers()[0]
+    log.info("%s v%s on %s", export.signature.get("model"), export.signature.get("version"), in_use)
+    return session, in_use
+
+
+def load_session(path: Path | str, device: str = "auto", **threads):
+    """read_export (sha256 verified) + create_session: (export, session, provider)."""
+    export = read_export(path)
+    session, provider = create_session(export, device=device, **threads)
+    return export, session, provider
+
+
+def run_images(session, export: Export, images: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+    """Run a uint8 NHWC image batch through a single-input image model, in chunks."""
+    name = export.input()["name"]
+    outputs = [o["name"] for o in export.signature["outputs"]]
+    parts = [session.run(outputs, {name: images[i : i + batch]}) for i in range(0, len(images), batch)]
+    return {o: np.concatenate([p[k] for p in parts]) for k, o in enumerate(outputs)}

@@ -1,0 +1,193 @@
+"""Train the filter (P(female)) on the gender-labelled images, then calibrate it.
+
+Splits are deterministic (a hash of each file name, or CelebA's own partition): `train` fits
+the weights, `val` fits the temperature, `test` is reported before and after calibration.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training import calibration
+from training.data.dataset import Dataset
+from training.data.loader import load_images, split_of
+from training.data.preprocess import Preprocess
+from training.models.filter import FILTER_PRESETS, FilterConfig, FilterNet
+from training.run_state import RunFolder, warmup_cosine
+
+
+@dataclass(frozen=True)
+class FilterTrainConfig:
+    model: FilterConfig = field(default_factory=FilterConfig)
+    batch_size: int = 128
+    steps: int = 1500
+    lr: float = 3e-3  # AdamW peak learning rate
+    weight_decay: float = 5e-4
+    warmup_steps: int = 100
+    seed: int = 0
+    val_fraction: float = 0.1  # temperature is fitted here
+    test_fraction: float = 0.1  # figures are reported here
+    flip: bool = True  # gender does not change under a mirror
+    brightness: float = 0.15  # multiply by U(1 − b, 1 + b)
+    eval_every: int = 250
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+TRAIN_PRESETS = {
+    "tiny": FilterTrainConfig(model=FILTER_PRESETS["tiny"], batch_size=32, steps=40, warmup_steps=5, eval_every=20),
+    "default": FilterTrainConfig(),
+}
+
+
+@dataclass
+class Splits:
+    images: dict[str, np.ndarray]  # split → uint8 [N, H, W, 3]
+    labels: dict[str, np.ndarray]  # split → float32 [N] (1 = female)
+
+
+def load_splits(ds: Dataset, cfg: FilterTrainConfig, progress=None) -> tuple[Splits, list]:
+    pre = Preprocess(height=cfg.model.image_size, width=cfg.model.image_size)
+    images, records, problems = load_images(ds.labelled, pre, progress=progress)
+    names = [r.split or split_of(r.file, cfg.seed, cfg.val_fraction, cfg.test_fraction) for r in records]
+    labels = np.array([r.female for r in records], np.float32)
+    out = Splits({}, {})
+    for s in ("train", "val", "test"):
+        idx = np.array([i for i, n in enumerate(names) if n == s], dtype=np.int64)
+        out.images[s], out.labels[s] = images[idx], labels[idx]
+    return out, problems
+
+
+def augment_batch(images: torch.Tensor, gen: torch.Generator, cfg: FilterTrainConfig) -> torch.Tensor:
+    """Random mirror and brightness on a uint8 NHWC batch (stays uint8, like the model's input)."""
+    n = images.shape[0]
+    if cfg.flip:
+        flip = torch.rand(n, generator=gen) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(2), images)
+    if cfg.brightness > 0:
+        factor = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.brightness
+        images = (images.float() * factor[:, None, None, None]).round().clamp(0, 255).to(torch.uint8)
+    return images
+
+
+def train_step(model: FilterNet, batch: tuple[torch.Tensor, torch.Tensor], opt: torch.optim.Optimizer) -> dict:
+    """One optimisation step; a non-finite loss or gradient skips the update (VDVAE's guard)."""
+    images, labels = batch
+    model.train()
+    loss = F.binary_cross_entropy_with_logits(model.logits(images), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    loss_v, norm_v = loss.item(), grad_norm.item()
+    if not (np.isfinite(loss_v) and np.isfinite(norm_v)):
+        opt.zero_grad(set_to_none=True)
+        return {"loss": loss_v, "grad_norm": norm_v, "skipped": 1}
+    opt.step()
+    return {"loss": loss_v, "grad_norm": norm_v, "skipped": 0}
+
+
+@torch.no_grad()
+def predict_logits(model: FilterNet, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = [model.logits(torch.from_numpy(images[i : i + batch])) for i in range(0, len(images), batch)]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def train(splits: Splits, cfg: FilterTrainConfig, run: RunFolder, progress=None) -> FilterNet:
+    """Train (resuming from run/state.pt if present) and return the model with its temperature set."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = FilterNet(cfg.model).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
+    start = run.load_state(model=model, opt=opt, sched=sched)
+    x_train = torch.from_numpy(splits.images["train"])
+    y_train = torch.from_numpy(splits.labels["train"])
+    if len(x_train) == 0:
+        raise ValueError("no training images: the dataset has no gender-labelled images in the train split")
+    for step in range(start, cfg.steps):
+        # batch indices and augmentation come from (seed, step): a resumed run draws what the
+        # uninterrupted run would have drawn
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)
+        batch = (augment_batch(x_train[idx], gen, cfg), y_train[idx])
+        m = train_step(model, batch, opt)
+        sched.step()
+        run.log(step, lr=sched.get_last_lr()[0], **m)
+        if progress:
+            progress(step, m)
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            if len(splits.images["val"]):
+                val = calibration.metrics(predict_logits(model, splits.images["val"]), splits.labels["val"])
+                run.log(step, **{f"val_{k}": v for k, v in val.items()})
+            run.save_state(step + 1, model=model, opt=opt, sched=sched)
+    return model
+
+
+def calibrate_and_report(model: FilterNet, splits: Splits, run: RunFolder) -> dict:
+    """Fit the temperature on val, report test metrics before/after, draw the reliability diagram."""
+    val_logits = predict_logits(model, splits.images["val"])
+    t = calibration.fit_temperature(val_logits, splits.labels["val"]) if len(val_logits) else 1.0
+    model.temperature.fill_(t)
+    test_logits = predict_logits(model, splits.images["test"])
+    y = splits.labels["test"]
+    report = {
+        "temperature": t,
+        "counts": {s: int(len(v)) for s, v in splits.labels.items()},
+        "test_before": calibration.metrics(test_logits, y, 1.0),
+        "test_after": calibration.metrics(test_logits, y, t),
+    }
+    if len(y):
+        calibration.reliability_diagram(
+            run.root / "reliability.png",
+            y,
+            {"before": calibration.sigmoid(test_logits), f"after (T={t:.2f})": calibration.sigmoid(test_logits / t)},
+        )
+    (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    torch.save(model.state_dict(), run.root / "model.pt")
+    return report
+
+
+def load_trained(run_dir: Path) -> tuple[FilterNet, FilterTrainConfig]:
+    from training import config as config_io
+
+    cfg = config_io.load(FilterTrainConfig, run_dir / "config.json")
+    model = FilterNet(cfg.model)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu"))
+    return model.eval(), cfg
+
+
+def export_spec(cfg: FilterTrainConfig, version: str = "1"):
+    """The filter's signature: uint8 RGB NHWC images in, calibrated P(female) out."""
+    from training.data.preprocess import Preprocess
+    from training.export import ExportSpec, TensorSpec
+
+    s = cfg.model.image_size
+    pre = Preprocess(height=s, width=s)
+
+    def make_inputs(batch: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(1234 + batch)
+        return {"images": rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)}
+
+    return ExportSpec(
+        model="filter",
+        version=version,
+        inputs=(TensorSpec("images", "uint8", ("batch", s, s, 3), (0, 255), "RGB face images, NHWC"),),
+        outputs=(TensorSpec("p_female", "float32", ("batch",), (0.0, 1.0), "calibrated P(female)"),),
+        make_inputs=make_inputs,
+        atol=1e-5,
+        extra={
+            "image": {"height": s, "width": s, "channels": "RGB", "layout": "NHWC", "dtype": "uint8"},
+            "preprocessing": {
+                "in_graph": ["uint8 → float32", "x · 2/255 − 1 (range [-1, 1])", "NHWC → NCHW"],
+                "caller": f"decode to RGB; centre-crop to the aspect ratio; resize to {pre.height}×{pre.width} bicubic",
+            },
+            "decision": {"default_threshold": 0.9, "calibration": "temperature scaling (in graph)"},
+        },
+    )
