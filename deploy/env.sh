@@ -20,6 +20,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$FACEGEN_ROOT[$extras]"
   echo "$want" > "$stamp"
 fi
+# gRPC stubs from protos/ (regenerated only when a .proto is newer than its stub)
+case "$extras" in *serve*) "$venv/bin/python" -m services.core.proto >/dev/null ;; esac
 export PATH="$venv/bin:$PATH"
 export VIRTUAL_ENV="$venv"
 # glibc returns big freed tensors to the OS every step and taking memory back is very slow on

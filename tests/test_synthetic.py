@@ -97,9 +97,11 @@ def test_gender_cues_overlap_but_separate():
     f = np.array([x.femininity for x in faces])
     female = np.array([x.female for x in faces])
     err = ((f > 0) != female).mean()
-    assert 0.0 < err < 0.02, err  # not trivially separable, yet ≥ 98 % separable in principle
+    assert err < 0.01, err  # ≥ 99 % separable in principle
     hair = np.array([x.hair_length for x in faces])
     assert hair[female].mean() - hair[~female].mean() > 0.5
+    # …but the cues overlap: some women have short hair and some men long hair
+    assert (hair[female] < 0.6).mean() > 0.02 and (hair[~female] > 0.4).mean() > 0.02
 
 
 def test_haar_detects_near_frontal_faces_across_skin_tones():

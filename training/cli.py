@@ -28,7 +28,7 @@ def main() -> None:
 @click.option("--unlabeled-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True)
 @click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="probability that a labelled image sits in the wrong gender folder")
-@click.option("--cue-spread", type=click.FloatRange(min=0.0), default=0.4, show_default=True,
+@click.option("--cue-spread", type=click.FloatRange(min=0.0), default=0.3, show_default=True,
               help="spread of the gender cues around their means; larger means more overlap")
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
 def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, workers) -> None:

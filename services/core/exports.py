@@ -45,7 +45,7 @@ class Export:
         return int(img["height"]), int(img["width"])
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -69,7 +69,7 @@ def read_export(path: Path | str, verify: bool = True) -> Export:
         want = card.get("onnx_sha256")
         if not want:
             raise ExportError(f"{path / 'card.json'}: no onnx_sha256 recorded")
-        got = _sha256(path / "model.onnx")
+        got = sha256_file(path / "model.onnx")
         if got != want:
             raise ExportError(
                 f"{path / 'model.onnx'}: sha256 {got[:16]}… does not match card.json ({want[:16]}…); "

@@ -18,8 +18,8 @@ from training.models.layers import ConvBNAct, ImageInput, ResidualBlock
 @dataclass(frozen=True)
 class FilterConfig:
     image_size: int = 64  # square input side
-    stem: int = 32  # channels of the first (stride-2) conv
-    widths: tuple[int, ...] = (32, 64, 128, 256)  # one stride-2 residual stage each
+    stem: int = 24  # channels of the first conv (stride 1, at full resolution)
+    widths: tuple[int, ...] = (24, 48, 96, 192)  # one stride-2 residual stage each (~0.7 M parameters)
     dropout: float = 0.1  # before the final linear layer
 
 

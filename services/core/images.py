@@ -1,0 +1,93 @@
+"""Image decoding and validation shared by every service (torch-free).
+
+Every way an image can arrive (encoded file bytes, raw RGB pixels with a shape) ends as a uint8
+RGB array at the model's input size, or as an InvalidImage whose message says what was wrong.
+Dimensions are checked from the header before decoding, so a decompression bomb (a tiny PNG
+that decodes to gigapixels) is refused without allocating it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_BYTES = 20 * 2**20  # one encoded image
+MAX_SIDE = 8192
+MAX_PIXELS = 40_000_000
+
+
+class InvalidImage(ValueError):
+    """The input is not a usable image; str() is a message for the caller."""
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, … anything Pillow reads) → uint8 RGB (H, W, 3)."""
+    if not data:
+        raise InvalidImage("empty image data")
+    if len(data) > MAX_BYTES:
+        raise InvalidImage(f"encoded image is {len(data)} bytes; the limit is {MAX_BYTES}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            check_size(im.width, im.height)
+            im.load()
+    except InvalidImage:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"not a readable image ({exc.__class__.__name__})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"corrupt or truncated image: {exc}") from exc
+    return to_rgb(im)
+
+
+def check_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise InvalidImage(f"image is {width}×{height}: empty")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise InvalidImage(f"image is {width}×{height}; limits are {MAX_SIDE} px a side and {MAX_PIXELS} pixels")
+
+
+def from_raw(pixels: bytes, height: int, width: int) -> np.ndarray:
+    """Raw uint8 RGB bytes (row-major HWC) with their shape → (H, W, 3) array."""
+    check_size(width, height)
+    expected = height * width * 3
+    if len(pixels) != expected:
+        raise InvalidImage(f"raw image of {height}×{width}×3 needs {expected} bytes, got {len(pixels)}")
+    return np.frombuffer(pixels, np.uint8).reshape(height, width, 3)
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """Greyscale, palette, 16-bit and RGBA → 8-bit RGB (alpha composited on black)."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im)
+    elif im.mode.startswith("I"):
+        arr = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(arr / max(arr.max(), 1.0) * 255.0, 0, 255).astype(np.uint8))
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centre-crop to the target aspect ratio, then bicubic resize (the signature's 'caller' step)."""
+    h, w = img.shape[:2]
+    if (h, w) == (height, width):
+        return img
+    target = width / height
+    if w / h > target:
+        cw = round(h * target)
+        box = ((w - cw) // 2, 0, (w - cw) // 2 + cw, h)
+    else:
+        ch = round(w / target)
+        box = (0, (h - ch) // 2, w, (h - ch) // 2 + ch)
+    im = Image.fromarray(img).crop(box)
+    return np.asarray(im.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=2.0), dtype=np.uint8)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()

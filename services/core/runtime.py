@@ -1,0 +1,125 @@
+"""A served image model: export + ONNX session + micro-batcher + metrics, and the settings
+every service reads from its environment.
+
+Settings: FACEGEN_<SERVICE>_<NAME> wins over FACEGEN_<NAME>, which wins over the default, so
+one variable can tune every service and another can single one out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from services.core import images as imgs
+from services.core.batcher import MicroBatcher
+from services.core.errors import classify
+from services.core.exports import Export, create_session, read_export
+from services.core.metrics import ServiceMetrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    export: str = ""  # export folder; empty = exports/<model>/1 of this repository
+    grpc_port: int = 50051
+    grpc_host: str = "0.0.0.0"
+    device: str = "auto"  # auto | cpu | cuda
+    intra_op_threads: int = 0  # 0 = ONNX Runtime's default (all cores)
+    max_batch_size: int = 64
+    max_latency_ms: float = 2.0
+    max_queue: int = 2048  # images waiting, across requests
+    timeout_s: float = 30.0  # per request, when the caller sets no deadline
+    max_images_per_request: int = 256
+
+    @classmethod
+    def from_env(cls, service: str, **defaults) -> ServingConfig:
+        values = {}
+        for f in fields(cls):
+            for key in (f"FACEGEN_{service.upper()}_{f.name.upper()}", f"FACEGEN_{f.name.upper()}"):
+                if key in os.environ:
+                    raw = os.environ[key]
+                    try:
+                        values[f.name] = type(getattr(cls, f.name))(raw)  # the default's type
+                    except ValueError:
+                        raise ValueError(f"{key}={raw!r}: expected {f.type}") from None
+                    break
+            else:
+                if f.name in defaults:
+                    values[f.name] = defaults[f.name]
+        return cls(**values)
+
+
+class ImageModel:
+    """An exported image model (uint8 NHWC in) behind a micro-batcher."""
+
+    def __init__(self, name: str, cfg: ServingConfig) -> None:
+        self.name, self.cfg = name, cfg
+        self.export: Export = read_export(cfg.export or REPO / "exports" / name / "1")
+        self.session, self.provider = create_session(self.export, cfg.device, cfg.intra_op_threads)
+        self.height, self.width = self.export.image_size
+        self.input_name = self.export.input()["name"]
+        self.output_names = [o["name"] for o in self.export.signature["outputs"]]
+        self.metrics = ServiceMetrics(name)
+        self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
+        self.batcher = MicroBatcher(
+            self._run, cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue, self.metrics.batch, self.metrics.queue
+        )
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
+
+    @property
+    def info(self) -> dict[str, str]:
+        return {"name": self.name, "version": str(self.export.signature.get("version")), "provider": self.provider}
+
+    def prepare(self, images: list[np.ndarray]) -> np.ndarray:
+        """Decoded RGB images of any size → one uint8 NHWC batch at the model's size."""
+        if not images:
+            raise imgs.InvalidImage("no images in the request")
+        if len(images) > self.cfg.max_images_per_request:
+            raise imgs.InvalidImage(f"{len(images)} images; at most {self.cfg.max_images_per_request} per request")
+        return np.stack([imgs.fit(i, self.height, self.width) for i in images])
+
+    async def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        timeout = min(timeout_s or self.cfg.timeout_s, self.cfg.timeout_s)
+        return await asyncio.wait_for(self.batcher.submit(batch, time.monotonic() + timeout), timeout)
+
+
+def decode_proto_image(msg) -> np.ndarray:
+    """A facegen.v1.Image message → RGB array (InvalidImage on bad input)."""
+    kind = msg.WhichOneof("data")
+    if kind == "encoded":
+        return imgs.decode(msg.encoded)
+    if kind == "raw":
+        return imgs.from_raw(msg.raw.pixels, msg.raw.height, msg.raw.width)
+    raise imgs.InvalidImage("image has neither `raw` nor `encoded` data")
+
+
+@asynccontextmanager
+async def grpc_call(metrics: ServiceMetrics, method: str, context: grpc.aio.ServicerContext):
+    """Record metrics for a gRPC method and turn exceptions into status codes with messages."""
+    with metrics.request(method, "grpc") as outcome:
+        try:
+            yield
+        except asyncio.CancelledError:
+            outcome["status"] = "CANCELLED"
+            raise
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code, _, message = classify(exc)
+            outcome["status"] = code.name
+            await context.abort(code, message)
+
+
+def remaining(context: grpc.aio.ServicerContext) -> float | None:
+    t = context.time_remaining()
+    return None if t is None else max(t, 0.001)

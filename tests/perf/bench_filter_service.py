@@ -1,0 +1,171 @@
+"""FilterService throughput: single-image requests over gRPC and HTTP vs raw ONNX Runtime.
+
+    python tests/perf/bench_filter_service.py [--seconds 10] [--concurrency 8 32] [--dataset-n 5000]
+
+Starts the real service (bentoml serve) on free 127.0.0.1 ports, drives it from a separate
+client process (asyncio: grpc.aio / httpx) with N requests in flight, and prints req/s, p50/p99
+latency and the average batch size the micro-batcher formed (from /metrics). Raw ORT on the same
+model, the same machine and the same run gives the ceiling. Then times the batch-filter job over
+a folder of procedural images against a decode+resize-only loop over the same folder.
+Note: client and server share this machine's cores, so client overhead lowers every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tests import servers
+
+EXPORT = servers.REPO / "exports" / "filter" / "1"
+
+
+def raw_ort(seconds: float, batch: int) -> float:
+    from services.core.exports import load_session
+
+    _, session, _ = load_session(EXPORT)
+    x = np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8)
+    session.run(None, {"images": x})
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        session.run(None, {"images": x})
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Queue) -> None:
+    """Runs in its own process: closed-loop clients, each sending the next request on reply."""
+    import grpc
+    import httpx
+
+    from services.core.proto import pb, rpc
+
+    img = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8).tobytes()
+    latencies: list[float] = []
+    errors = 0
+
+    async def run() -> None:
+        nonlocal errors
+        stop = time.perf_counter() + seconds
+        if kind == "grpc":
+            async with grpc.aio.insecure_channel(target) as ch:
+                stub = rpc.FilterServiceStub(ch)
+                req = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(pixels=img, height=64, width=64))])
+
+                async def worker() -> None:
+                    nonlocal errors
+                    while time.perf_counter() < stop:
+                        t0 = time.perf_counter()
+                        try:
+                            await stub.Classify(req, timeout=10)
+                            latencies.append(time.perf_counter() - t0)
+                        except grpc.RpcError:
+                            errors += 1
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+        else:
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            async with httpx.AsyncClient(base_url=target, limits=limits, timeout=10) as client:
+
+                async def worker() -> None:
+                    nonlocal errors
+                    while time.perf_counter() < stop:
+                        t0 = time.perf_counter()
+                        r = await client.post("/classify_raw", files={"pixels": ("x", img)}, data={"height": "64", "width": "64"})
+                        if r.status_code == 200:
+                            latencies.append(time.perf_counter() - t0)
+                        else:
+                            errors += 1
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    out.put((latencies, errors, time.perf_counter() - t0))
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text
+    total = sum(float(v) for v in re.findall(r'^facegen_batch_size_sum\{[^}]*\} (\S+)', text, re.M))
+    count = sum(float(v) for v in re.findall(r'^facegen_batch_size_count\{[^}]*\} (\S+)', text, re.M))
+    return total, count
+
+
+def drive(kind: str, server: servers.Server, concurrency: int, seconds: float) -> dict:
+    target = server.grpc_target if kind == "grpc" else server.url
+    before = batch_stats(server.url)
+    q: mp.Queue = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_client, args=(kind, target, concurrency, seconds, q))
+    p.start()
+    latencies, errors, wall = q.get(timeout=seconds + 60)
+    p.join()
+    after = batch_stats(server.url)
+    lat = np.array(latencies) * 1000
+    batches = after[1] - before[1]
+    return {
+        "transport": kind, "concurrency": concurrency, "req_s": len(lat) / wall,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "avg_batch": (after[0] - before[0]) / batches if batches else float("nan"), "errors": errors,
+    }
+
+
+def bench_dataset(server: servers.Server, n: int, root: Path) -> None:
+    import grpc
+
+    from services.core.images import decode, fit
+    from services.core.proto import pb, rpc
+
+    data = root / "bench"
+    subprocess.run([sys.executable, "-m", "training.cli", "synth", "--out", str(data), "--n", str(n)], check=True,
+                   capture_output=True)
+    files = sorted(p for p in data.rglob("*.png"))
+    t0 = time.perf_counter()
+    for f in files:
+        fit(decode(f.read_bytes()), 64, 64)
+    decode_rate = len(files) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        events = list(rpc.FilterServiceStub(ch).FilterDataset(pb.FilterDatasetRequest(dataset=str(data)), timeout=600))
+    job_rate = (len(events) - 1) / (time.perf_counter() - t0)
+    print(f"batch filter over {len(files)} procedural PNGs: job {job_rate:.0f} img/s "
+          f"(decode+resize-only loop, one thread: {decode_rate:.0f} img/s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--dataset-n", type=int, default=5000, help="0 skips the batch-filter figure")
+    args = ap.parse_args()
+
+    print(f"raw ONNX Runtime on {EXPORT}: batch 1 {raw_ort(3, 1):.0f} img/s, batch 8 {raw_ort(3, 8):.0f} img/s, "
+          f"batch 32 {raw_ort(3, 32):.0f} img/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = servers.start("services.filter.service:FilterService", "filter",
+                               env={"FACEGEN_ALLOWED_ROOTS": tmp, "FACEGEN_JOBS_DIR": str(Path(tmp) / "jobs")})
+        try:
+            for kind in ("grpc", "http"):
+                for c in args.concurrency:
+                    r = drive(kind, server, c, args.seconds)
+                    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}))
+            if args.dataset_n:
+                bench_dataset(server, args.dataset_n, Path(tmp))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Start real services on free 127.0.0.1 ports for integration tests (and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            # bentoml serve runs the service in child processes: signal the whole group
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start(service: str, name: str, env: dict[str, str] | None = None, timeout: float = 90.0,
+          http_port: int | None = None, grpc_port: int | None = None) -> Server:
+    """`bentoml serve services.<service>` with its own BENTOML_HOME; waits for /readyz."""
+    http_port = http_port or free_port()
+    grpc_port = grpc_port or free_port()
+    home = Path(tempfile.mkdtemp(prefix=f"bentoml-{name}-"))
+    log = home / "server.log"
+    full_env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),  # separate metrics directories per server
+        "BENTOML_DO_NOT_TRACK": "true",
+        f"FACEGEN_{name.upper()}_GRPC_PORT": str(grpc_port),
+        "FACEGEN_GRPC_HOST": "127.0.0.1",
+        **(env or {}),
+    }
+    cmd = [sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1", "--port", str(http_port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    server = Server(proc, http_port, grpc_port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{service} exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    server.stop(kill=True)
+    raise TimeoutError(f"{service} not ready in {timeout} s:\n{server.log_text()[-3000:]}")

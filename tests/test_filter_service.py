@@ -1,0 +1,315 @@
+"""FilterService end to end: real `bentoml serve` processes on free 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import shutil
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.core.exports import load_session, run_images
+from services.core.images import decode, fit
+from services.core.proto import pb, rpc
+from tests import servers
+
+EXPORT = servers.REPO / "exports" / "filter" / "1"
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory, synth_root, real_root):
+    """An allowed root holding the procedural set (with corrupt files) and the real photos."""
+    root = tmp_path_factory.mktemp("allowed")
+    shutil.copytree(synth_root, root / "synth")
+    (root / "synth" / "unlabeled" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (root / "synth" / "Female" / "notes.txt").write_text("not an image")
+    shutil.copytree(real_root, root / "real")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(datasets, tmp_path_factory):
+    jobs = tmp_path_factory.mktemp("jobs")
+    s = servers.start("services.filter.service:FilterService", "filter",
+                      env={"FACEGEN_ALLOWED_ROOTS": str(datasets), "FACEGEN_JOBS_DIR": str(jobs)})
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        yield rpc.FilterServiceStub(ch)
+
+
+def _files(root: Path, n: int) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg"))[:n]
+
+
+def test_http_and_grpc_agree_with_in_process_onnx(server, stub, datasets):
+    files = _files(datasets / "synth", 6) + _files(datasets / "real", 6)
+    export, session, _ = load_session(EXPORT)
+    want = run_images(session, export, np.stack([fit(decode(f.read_bytes()), 64, 64) for f in files]))["p_female"]
+
+    r = httpx.post(f"{server.url}/classify", files=[("images", (f.name, f.read_bytes())) for f in files], timeout=30)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["p_female"], want, atol=1e-5)
+
+    got = stub.Classify(pb.ClassifyRequest(images=[pb.Image(encoded=f.read_bytes()) for f in files]), timeout=30)
+    np.testing.assert_allclose(list(got.p_female), want, atol=1e-5)
+    assert got.model.name == "filter" and got.model.provider == "CPUExecutionProvider"
+
+    raw = np.stack([fit(decode(f.read_bytes()), 64, 64) for f in files[:3]])
+    got = stub.Classify(pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(pixels=x.tobytes(), height=64, width=64))
+                                                   for x in raw]))
+    np.testing.assert_allclose(list(got.p_female), want[:3], atol=1e-5)
+    r = httpx.post(f"{server.url}/classify_raw", files={"pixels": ("x", raw.tobytes())}, data={"height": 64, "width": 64})
+    np.testing.assert_allclose(r.json()["p_female"], want[:3], atol=1e-5)
+
+
+def test_health_reflection_and_status(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        resp = health.Check(health_pb2.HealthCheckRequest(service="facegen.v1.FilterService"))
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        answer = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {"facegen.v1.FilterService", "grpc.health.v1.Health"} <= names
+    status = httpx.get(f"{server.url}/v1/status").json()
+    assert status["ready"] and status["model"]["provider"] == "CPUExecutionProvider"
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+BAD_INPUTS = {
+    "corrupt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR garbage garbage",
+    "empty": b"",
+    "not an image": b"%PDF-1.4 hello",
+}
+
+
+def _truncated_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()[:300]
+
+
+def _huge_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (20000, 20000)).save(buf, "PNG")  # a few KB that would decode to 400 MP
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", [*BAD_INPUTS, "truncated", "huge"])
+def test_bad_images_get_clear_errors_and_the_service_keeps_serving(server, stub, kind):
+    data = {"truncated": _truncated_png, "huge": _huge_png}.get(kind, lambda: BAD_INPUTS[kind])()
+    r = httpx.post(f"{server.url}/classify", files=[("images", ("x.png", data))], timeout=30)
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT" and r.json()["error"], r.text
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Classify(pb.ClassifyRequest(images=[pb.Image(encoded=data)]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details()
+    ok = stub.Classify(pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(pixels=bytes(12288), height=64, width=64))]))
+    assert len(ok.p_female) == 1
+
+
+def test_bad_requests_over_grpc(stub):
+    for req, needle in [
+        (pb.ClassifyRequest(), "no images"),
+        (pb.ClassifyRequest(images=[pb.Image()]), "neither"),
+        (pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(pixels=b"12", height=1, width=1))]), "needs 3 bytes"),
+        (pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(pixels=b"", height=0, width=5))]), "empty"),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Classify(req, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details()
+
+
+def test_metrics_cover_both_transports(server, stub):
+    stub.Classify(pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(pixels=bytes(12288), height=64, width=64))]))
+    text = httpx.get(f"{server.url}/metrics").text
+    for needle in ('transport="grpc"', 'transport="http"', "facegen_batch_size_bucket", "facegen_queue_depth",
+                   'facegen_model_info{', "facegen_images_total", "bentoml_service_request_total"):
+        assert needle in text, needle
+
+
+def test_dataset_outside_allowed_roots_is_refused(server, stub, tmp_path):
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(tmp_path)), timeout=30))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "allowed" in err.value.details()
+    r = httpx.post(f"{server.url}/filter_dataset/submit", json={"dataset": "/etc"})
+    task = r.json()["task_id"]
+    assert _wait_task(server, task) == "failed"
+
+
+def _wait_task(server, task_id: str, endpoint: str = "filter_dataset", timeout: float = 120) -> str:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        status = httpx.get(f"{server.url}/{endpoint}/status", params={"task_id": task_id}).json()["status"]
+        if status in ("completed", "failed", "canceled"):
+            return status
+        time.sleep(0.2)
+    raise TimeoutError(task_id)
+
+
+def _csv_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_grpc_dataset_stream_with_corrupt_files(stub, datasets):
+    events = list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(datasets / "synth"), threshold=0.5), timeout=120))
+    decisions = [e.decision for e in events if e.WhichOneof("event") == "decision"]
+    summary = events[-1].summary
+    files = {d.file for d in decisions}
+    assert len(files) == len(decisions) == summary.total == 162
+    by = {d.file: d for d in decisions}
+    assert by["unlabeled/corrupt.png"].reason.startswith("unreadable") and not by["unlabeled/corrupt.png"].HasField("p_female")
+    assert by["Female/notes.txt"].reason.startswith("unreadable")
+    assert all(not d.kept for d in decisions if d.file.startswith("Male/"))
+    assert all(d.kept == (d.p_female >= 0.5) for d in decisions if d.reason in ("kept", "below_threshold"))
+    rows = _csv_rows(Path(summary.selection_csv).read_text())
+    assert [r["file"] for r in rows] == sorted(files)
+
+
+def test_http_task_filters_a_folder_and_an_uploaded_archive(server, datasets, tmp_path):
+    r = httpx.post(f"{server.url}/filter_dataset/submit", json={"dataset": str(datasets / "real"), "threshold": 0.9})
+    task = r.json()["task_id"]
+    assert _wait_task(server, task) == "completed"
+    result = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": task}).json()
+    rows = _csv_rows(result["selection_csv"])
+    assert len(rows) == result["summary"]["total"] == len(list((datasets / "real").rglob("*.*")))
+    progress = httpx.post(f"{server.url}/job_progress", json={"job_id": result["summary"]["job_id"]}).json()
+    assert progress["done"] == progress["total"] and progress["complete"]
+
+    archive = tmp_path / "ds.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in _files(datasets / "synth" / "Female", 5):
+            zf.write(f, f"Female/{f.name}")
+    with archive.open("rb") as fh:
+        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("ds.zip", fh)}, data={"threshold": "0.5"})
+    task = r.json()["task_id"]
+    assert _wait_task(server, task, "filter_archive") == "completed"
+    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task}).json()
+    assert result["summary"]["total"] == 5
+
+
+@pytest.mark.parametrize("kind", ["zip-slip", "tar-link"])
+def test_malicious_archives_are_refused(server, tmp_path, kind):
+    from services.core.errors import BadRequest
+    from services.filter.jobs import extract_archive
+
+    archive = tmp_path / "evil"
+    if kind == "zip-slip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("../../outside.png", b"x")
+    else:
+        with tarfile.open(archive, "w") as tf:
+            info = tarfile.TarInfo("Female/link.png")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tf.addfile(info)
+    with pytest.raises(BadRequest, match="traversal|link"):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path.parent / "outside.png").exists()
+    with archive.open("rb") as fh:
+        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("evil", fh)})
+    assert _wait_task(server, r.json()["task_id"], "filter_archive") == "failed"
+
+
+def test_archive_bombs_are_refused(tmp_path):
+    from services.core.errors import BadRequest
+    from services.filter.jobs import extract_archive
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(20):
+            zf.writestr(f"unlabeled/{i}.png", b"x")
+    with pytest.raises(BadRequest, match="entries"):
+        extract_archive(archive, tmp_path / "a", max_entries=10)
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("unlabeled/zeros.png", bytes(5_000_000))  # compresses to a few KB
+    with pytest.raises(BadRequest, match="unpacks"):
+        extract_archive(big, tmp_path / "b", max_bytes=1_000_000)
+
+
+def test_killed_job_resumes_without_duplicates_or_gaps(datasets, tmp_path):
+    jobs = tmp_path / "jobs"
+    env = {"FACEGEN_ALLOWED_ROOTS": str(datasets), "FACEGEN_JOBS_DIR": str(jobs), "FACEGEN_JOB_CHUNK": "4"}
+    request = pb.FilterDatasetRequest(dataset=str(datasets / "synth"), threshold=0.9, job_id="resume-test")
+    first = servers.start("services.filter.service:FilterService", "filter", env=env)
+    seen: list[str] = []
+    try:
+        with grpc.insecure_channel(first.grpc_target) as ch:
+            stream = rpc.FilterServiceStub(ch).FilterDataset(request, timeout=120)
+            for event in stream:
+                seen.append(event.decision.file)
+                if len(seen) == 40:
+                    first.stop(kill=True)  # SIGKILL mid-job
+                    break
+    finally:
+        first.stop(kill=True)
+    checkpoint = (jobs / "resume-test" / "decisions.jsonl").read_text().splitlines()
+    assert 40 <= len(checkpoint) < 162
+    second = servers.start("services.filter.service:FilterService", "filter", env=env)
+    try:
+        with grpc.insecure_channel(second.grpc_target) as ch:
+            events = list(rpc.FilterServiceStub(ch).FilterDataset(request, timeout=120))
+    finally:
+        second.stop()
+    resumed = [e.decision.file for e in events if e.WhichOneof("event") == "decision"]
+    assert len(resumed) <= 162 - 40  # what was checkpointed is not redone
+    rows = _csv_rows((jobs / "resume-test" / "selection.csv").read_text())
+    files = [r["file"] for r in rows]
+    assert len(files) == len(set(files)) == 162 and files == sorted(files)
+    assert events[-1].summary.total == 162
+
+
+def test_queue_full_is_resource_exhausted_and_503(tmp_path):
+    env = {"FACEGEN_FILTER_MAX_QUEUE": "4", "FACEGEN_FILTER_MAX_BATCH_SIZE": "2", "FACEGEN_FILTER_MAX_LATENCY_MS": "50"}
+    s = servers.start("services.filter.service:FilterService", "filter", env=env)
+    try:
+        img = pb.Image(raw=pb.RawImage(pixels=bytes(12288), height=64, width=64))
+
+        async def flood():
+            async with grpc.aio.insecure_channel(s.grpc_target) as ch:
+                stub = rpc.FilterServiceStub(ch)
+                calls = [stub.Classify(pb.ClassifyRequest(images=[img, img]), timeout=30) for _ in range(40)]
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+        results = asyncio.run(flood())
+        codes = {r.code() if isinstance(r, grpc.RpcError) else grpc.StatusCode.OK for r in results}
+        assert codes == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        busy = next(r for r in results if isinstance(r, grpc.RpcError))
+        assert "busy" in busy.details()
+
+        raw = np.zeros((5, 64, 64, 3), np.uint8).tobytes()  # 5 images > queue of 4: refused at once
+        r = httpx.post(f"{s.url}/classify_raw", files={"pixels": ("x", raw)}, data={"height": 64, "width": 64})
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and r.json()["code"] == "RESOURCE_EXHAUSTED"
+        # and it still serves
+        with grpc.insecure_channel(s.grpc_target) as ch:
+            assert len(rpc.FilterServiceStub(ch).Classify(pb.ClassifyRequest(images=[img])).p_female) == 1
+    finally:
+        s.stop()
+
+
+def test_taken_grpc_port_is_a_clear_startup_error():
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(RuntimeError) as err:
+            servers.start("services.filter.service:FilterService", "filter", grpc_port=port, timeout=60)
+        assert "already in use" in str(err.value)
