@@ -107,11 +107,16 @@ def reliability_diagram(
         conf = np.maximum(p, 1 - p)
         correct = (p >= 0.5) == (labels > 0.5)
         idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-        pts = [xy(conf[idx == b].mean(), correct[idx == b].mean()) for b in range(bins) if (idx == b).any()]
         colour = colours[k % len(colours)]
-        if len(pts) > 1:
-            d.line(pts, fill=colour, width=2)
-        for x, y in pts:
-            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        for b in range(bins):
+            m = idx == b
+            if not m.any():
+                continue
+            # marker area grows with the bin's count; bins below 50 % accuracy sit on the frame
+            x, y = xy(conf[m].mean(), max(0.5, correct[m].mean()))
+            r = 2 + 2.5 * np.log10(m.sum())
+            d.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=2)
+            d.text((x - 8, size - pad - 14 - 12 * k), str(int(m.sum())), fill=colour)
         d.text((pad + 8, pad + 8 + 14 * k), f"{name}: ECE {ece(p, labels, bins):.4f}", fill=colour)
+    d.text((pad + 8, pad + 8 + 14 * len(curves)), "circle area ~ log(count); numbers: images per bin", fill="black")
     img.save(path)
