@@ -74,6 +74,14 @@ def test_http_and_grpc_agree_with_in_process_onnx(server, stub, datasets):
     np.testing.assert_allclose(list(got.p_female), want[:3], atol=1e-5)
     r = httpx.post(f"{server.url}/classify_raw", files={"pixels": ("x", raw.tobytes())}, data={"height": 64, "width": 64})
     np.testing.assert_allclose(r.json()["p_female"], want[:3], atol=1e-5)
+    # the body-only route: one encoded image, or raw pixels with their shape in headers
+    r = httpx.post(f"{server.url}/v1/classify", content=files[0].read_bytes(), headers={"content-type": "image/png"})
+    np.testing.assert_allclose(r.json()["p_female"], want[:1], atol=1e-5)
+    headers = {"content-type": "application/octet-stream", "x-height": "64", "x-width": "64"}
+    r = httpx.post(f"{server.url}/v1/classify", content=raw.tobytes(), headers=headers)
+    np.testing.assert_allclose(r.json()["p_female"], want[:3], atol=1e-5)
+    r = httpx.post(f"{server.url}/v1/classify", content=raw.tobytes()[:-1], headers=headers)
+    assert r.status_code == 400 and "whole number" in r.json()["error"]
 
 
 def test_health_reflection_and_status(server):
@@ -116,6 +124,8 @@ def _huge_png() -> bytes:
 def test_bad_images_get_clear_errors_and_the_service_keeps_serving(server, stub, kind):
     data = {"truncated": _truncated_png, "huge": _huge_png}.get(kind, lambda: BAD_INPUTS[kind])()
     r = httpx.post(f"{server.url}/classify", files=[("images", ("x.png", data))], timeout=30)
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT" and r.json()["error"], r.text
+    r = httpx.post(f"{server.url}/v1/classify", content=data, timeout=30)
     assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT" and r.json()["error"], r.text
     with pytest.raises(grpc.RpcError) as err:
         stub.Classify(pb.ClassifyRequest(images=[pb.Image(encoded=data)]), timeout=30)
@@ -313,3 +323,23 @@ def test_taken_grpc_port_is_a_clear_startup_error():
         with pytest.raises(RuntimeError) as err:
             servers.start("services.filter.service:FilterService", "filter", grpc_port=port, timeout=60)
         assert "already in use" in str(err.value)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http", "http-upload"])
+def test_client_cli_writes_the_selection_locally(server, datasets, tmp_path, transport):
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    out = tmp_path / "selection.csv"
+    args = ["filter", str(datasets / "real"), "--threshold", "0.5", "--out", str(out)]
+    if transport == "grpc":
+        args += ["--grpc", server.grpc_target]
+    else:
+        args += ["--http", server.url] + (["--upload"] if transport == "http-upload" else [])
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rows = _csv_rows(out.read_text())
+    assert len(rows) == len(list((datasets / "real").rglob("*.*"))) and "kept of" in res.output
+    res = CliRunner().invoke(main, ["filter", "/etc", "--grpc", server.grpc_target, "--out", str(out)])
+    assert res.exit_code != 0 and "PERMISSION_DENIED" in res.output

@@ -125,7 +125,44 @@ async def _status(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if svc.grpc.serving else 503)
 
 
-status_app = Starlette(routes=[Route("/status", _status)])
+async def _classify_body(request: Request):
+    """POST /v1/classify: the body is one encoded image, or with Content-Type
+    application/octet-stream raw RGB pixels of n images shaped by X-Height and X-Width headers.
+
+    It skips BentoML's request parsing (which spools every multipart upload to a temporary
+    file), so it is the fast HTTP path; same batcher, same metrics, same errors.
+    """
+    svc = _instance
+    if svc is None:
+        return JSONResponse({"error": "not ready", "code": "UNAVAILABLE"}, status_code=503)
+    core = svc.core
+    with core.model.metrics.request("classify", "http") as outcome:
+        try:
+            body = await request.body()
+            if request.headers.get("content-type", "").startswith("application/octet-stream"):
+                try:
+                    h, w = int(request.headers["x-height"]), int(request.headers["x-width"])
+                except (KeyError, ValueError):
+                    raise BadRequest("raw pixels need integer X-Height and X-Width headers") from None
+                decoded = split_raw(body, h, w)
+            else:
+                decoded = [imgs.decode(body)]
+            return JSONResponse({"p_female": await core.classify(decoded), "model": core.model.info})
+        except Exception as exc:
+            resp = http_response(exc)
+            outcome["status"] = _status_name(resp)
+            return resp
+
+
+def split_raw(pixels: bytes, height: int, width: int) -> list[np.ndarray]:
+    """n raw RGB images of height×width, back to back → n arrays."""
+    frame = height * width * 3
+    if frame <= 0 or not pixels or len(pixels) % frame:
+        raise imgs.InvalidImage(f"{len(pixels)} bytes is not a whole number of {height}×{width}×3 images")
+    return [imgs.from_raw(pixels[i : i + frame], height, width) for i in range(0, len(pixels), frame)]
+
+
+status_app = Starlette(routes=[Route("/status", _status), Route("/classify", _classify_body, methods=["POST"])])
 
 
 @bentoml.asgi_app(status_app, path="/v1")
@@ -186,12 +223,7 @@ class FilterService:
         bytes (n images, row-major HWC). A file part, not a form value: BentoML JSON-decodes those."""
         with self.core.model.metrics.request("classify_raw", "http") as outcome:
             try:
-                pixels = pixels.read_bytes()
-                frame = height * width * 3
-                if frame <= 0 or len(pixels) % frame:
-                    raise imgs.InvalidImage(f"{len(pixels)} bytes is not a whole number of {height}×{width}×3 images")
-                decoded = [imgs.from_raw(pixels[i : i + frame], height, width) for i in range(0, len(pixels), frame)]
-                p = await self.core.classify(decoded)
+                p = await self.core.classify(split_raw(pixels.read_bytes(), height, width))
                 return {"p_female": p, "model": self.core.model.info}
             except Exception as exc:
                 resp = http_response(exc)

@@ -74,6 +74,7 @@ def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Qu
 
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
         else:
+            raw_headers = {"content-type": "application/octet-stream", "x-height": "64", "x-width": "64"}
             limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
             async with httpx.AsyncClient(base_url=target, limits=limits, timeout=10) as client:
 
@@ -81,7 +82,11 @@ def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Qu
                     nonlocal errors
                     while time.perf_counter() < stop:
                         t0 = time.perf_counter()
-                        r = await client.post("/classify_raw", files={"pixels": ("x", img)}, data={"height": "64", "width": "64"})
+                        if kind == "http":  # the body-only route
+                            r = await client.post("/v1/classify", content=img, headers=raw_headers)
+                        else:  # BentoML's multipart API
+                            r = await client.post("/classify_raw", files={"pixels": ("x", img)},
+                                                  data={"height": "64", "width": "64"})
                         if r.status_code == 200:
                             latencies.append(time.perf_counter() - t0)
                         else:
@@ -104,7 +109,7 @@ def batch_stats(url: str) -> tuple[float, float]:
 
 
 def drive(kind: str, server: servers.Server, concurrency: int, seconds: float) -> dict:
-    target = server.grpc_target if kind == "grpc" else server.url
+    target = server.grpc_target if kind == "grpc" else server.url  # http: /v1/classify; http-multipart: /classify_raw
     before = batch_stats(server.url)
     q: mp.Queue = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=_client, args=(kind, target, concurrency, seconds, q))
@@ -157,7 +162,7 @@ def main() -> None:
         server = servers.start("services.filter.service:FilterService", "filter",
                                env={"FACEGEN_ALLOWED_ROOTS": tmp, "FACEGEN_JOBS_DIR": str(Path(tmp) / "jobs")})
         try:
-            for kind in ("grpc", "http"):
+            for kind in ("grpc", "http", "http-multipart"):
                 for c in args.concurrency:
                     r = drive(kind, server, c, args.seconds)
                     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}))

@@ -18,8 +18,11 @@ from training.models.layers import ConvBNAct, ImageInput, ResidualBlock
 @dataclass(frozen=True)
 class FilterConfig:
     image_size: int = 64  # square input side
-    stem: int = 24  # channels of the first conv (stride 1, at full resolution)
-    widths: tuple[int, ...] = (24, 48, 96, 192)  # one stride-2 residual stage each (~0.7 M parameters)
+    stem: int = 24  # channels of the first conv
+    # stride of the first conv: 2 works at 32×32 from the start, ~3× cheaper than 1 (at 1 the
+    # full-resolution stem capped ONNX Runtime at ~1400 img/s on 2 cores, and with it serving)
+    stem_stride: int = 2
+    widths: tuple[int, ...] = (32, 64, 128, 192)  # one stride-2 residual stage each (~0.8 M parameters)
     dropout: float = 0.1  # before the final linear layer
 
 
@@ -34,7 +37,7 @@ class FilterNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.input = ImageInput()
-        layers: list[nn.Module] = [ConvBNAct(3, cfg.stem, 3, stride=1)]
+        layers: list[nn.Module] = [ConvBNAct(3, cfg.stem, 3, stride=cfg.stem_stride)]
         c = cfg.stem
         for w in cfg.widths:
             layers.append(ResidualBlock(c, w, stride=2))
