@@ -78,7 +78,9 @@ def read_export(path: Path | str, verify: bool = True) -> Export:
     return Export(path=path, signature=signature, card=card)
 
 
-def create_session(export: Export, device: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 1):
+def create_session(
+    export: Export, device: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 1, spin: bool = False
+):
     """An ORT InferenceSession on CUDA when asked for ("cuda") or available ("auto"), else CPU.
 
     Returns (session, provider actually in use). onnxruntime-gpu asked for CUDA without a usable
@@ -98,6 +100,10 @@ def create_session(export: Export, device: str = "auto", intra_op_threads: int =
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = inter_op_threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        # idle intra-op threads otherwise spin on the cores the gRPC/HTTP event loop needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(str(export.onnx_path), sess_options=opts, providers=providers)
     in_use = session.get_providers()[0]
     log.info("%s v%s on %s", export.signature.get("model"), export.signature.get("version"), in_use)

@@ -33,6 +33,7 @@ class ServingConfig:
     grpc_host: str = "0.0.0.0"
     device: str = "auto"  # auto | cpu | cuda
     intra_op_threads: int = 0  # 0 = ONNX Runtime's default (all cores)
+    ort_spin: int = 0  # 1 lets idle ORT threads spin (lower latency when the cores are otherwise idle)
     max_batch_size: int = 64
     max_latency_ms: float = 2.0
     max_queue: int = 2048  # images waiting, across requests
@@ -63,7 +64,9 @@ class ImageModel:
     def __init__(self, name: str, cfg: ServingConfig) -> None:
         self.name, self.cfg = name, cfg
         self.export: Export = read_export(cfg.export or REPO / "exports" / name / "1")
-        self.session, self.provider = create_session(self.export, cfg.device, cfg.intra_op_threads)
+        self.session, self.provider = create_session(
+            self.export, cfg.device, cfg.intra_op_threads, spin=bool(cfg.ort_spin)
+        )
         self.height, self.width = self.export.image_size
         self.input_name = self.export.input()["name"]
         self.output_names = [o["name"] for o in self.export.signature["outputs"]]

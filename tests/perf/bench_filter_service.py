@@ -45,8 +45,8 @@ def raw_ort(seconds: float, batch: int) -> float:
 
 def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Queue) -> None:
     """Runs in its own process: closed-loop clients, each sending the next request on reply."""
+    import aiohttp
     import grpc
-    import httpx
 
     from services.core.proto import pb, rpc
 
@@ -74,29 +74,38 @@ def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Qu
 
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
         else:
+            # aiohttp: httpx spent 2–5 ms of client CPU per request here, starving the server
             raw_headers = {"content-type": "application/octet-stream", "x-height": "64", "x-width": "64"}
-            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-            async with httpx.AsyncClient(base_url=target, limits=limits, timeout=10) as client:
+            connector = aiohttp.TCPConnector(limit=concurrency)
+            async with aiohttp.ClientSession(target, connector=connector) as client:
 
                 async def worker() -> None:
                     nonlocal errors
                     while time.perf_counter() < stop:
                         t0 = time.perf_counter()
                         if kind == "http":  # the body-only route
-                            r = await client.post("/v1/classify", content=img, headers=raw_headers)
+                            req = client.post("/v1/classify", data=img, headers=raw_headers)
                         else:  # BentoML's multipart API
-                            r = await client.post("/classify_raw", files={"pixels": ("x", img)},
-                                                  data={"height": "64", "width": "64"})
-                        if r.status_code == 200:
-                            latencies.append(time.perf_counter() - t0)
-                        else:
-                            errors += 1
+                            form = aiohttp.FormData()
+                            form.add_field("pixels", img, filename="x", content_type="application/octet-stream")
+                            form.add_field("height", "64")
+                            form.add_field("width", "64")
+                            req = client.post("/classify_raw", data=form)
+                        async with req as r:
+                            await r.read()
+                            if r.status == 200:
+                                latencies.append(time.perf_counter() - t0)
+                            else:
+                                errors += 1
 
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
 
+    import resource
+
     t0 = time.perf_counter()
     asyncio.run(run())
-    out.put((latencies, errors, time.perf_counter() - t0))
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out.put((latencies, errors, time.perf_counter() - t0, ru.ru_utime + ru.ru_stime))
 
 
 def batch_stats(url: str) -> tuple[float, float]:
@@ -108,15 +117,37 @@ def batch_stats(url: str) -> tuple[float, float]:
     return total, count
 
 
+def server_cpu(server: servers.Server) -> float:
+    """CPU seconds used so far by every process of the server's process group."""
+    import os
+
+    stats = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command name: state, ppid, …; utime and stime are fields 14 and 15 of stat
+        stats[int(pid)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    family, grew = {server.proc.pid}, True
+    while grew:  # the server and all its descendants (BentoML's workers)
+        new = {pid for pid, (ppid, _) in stats.items() if ppid in family} - family
+        family |= new
+        grew = bool(new)
+    return sum(stats[pid][1] for pid in family if pid in stats)
+
+
 def drive(kind: str, server: servers.Server, concurrency: int, seconds: float) -> dict:
     target = server.grpc_target if kind == "grpc" else server.url  # http: /v1/classify; http-multipart: /classify_raw
     before = batch_stats(server.url)
+    cpu_before = server_cpu(server)
     q: mp.Queue = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=_client, args=(kind, target, concurrency, seconds, q))
     p.start()
-    latencies, errors, wall = q.get(timeout=seconds + 60)
+    latencies, errors, wall, client_cpu = q.get(timeout=seconds + 60)
     p.join()
     after = batch_stats(server.url)
+    cpu = server_cpu(server) - cpu_before
     lat = np.array(latencies) * 1000
     batches = after[1] - before[1]
     return {
@@ -124,6 +155,8 @@ def drive(kind: str, server: servers.Server, concurrency: int, seconds: float) -
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
         "avg_batch": (after[0] - before[0]) / batches if batches else float("nan"), "errors": errors,
+        # CPU per request: what the 2 shared cores are spent on
+        "server_cpu_ms_per_req": 1000 * cpu / max(1, len(lat)), "client_cpu_ms_per_req": 1000 * client_cpu / max(1, len(lat)),
     }
 
 
