@@ -26,6 +26,7 @@ for _ in $(seq 1 120); do
 done
 echo "[facegen] filter service: $(curl -s "http://127.0.0.1:$http_port/v1/status")"
 facegen filter "$out/data" --grpc "127.0.0.1:$FACEGEN_FILTER_GRPC_PORT" --threshold 0.9 --out "$out/selection.csv"
-one="$(ls "$out"/data/Female/*.png | head -1)"
+females=("$out"/data/Female/*.png)
+one="${females[0]}"
 echo "[facegen] HTTP classify $one: $(curl -s -X POST "http://127.0.0.1:$http_port/classify" -F "images=@$one")"
 echo "[facegen] done: dataset $out/data, selection $out/selection.csv, grid $out/samples.png"
