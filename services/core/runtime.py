@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 
 from services.core import images as imgs
 from services.core.batcher import MicroBatcher
-from services.core.errors import classify
+from services.core.errors import classify, http_response
 from services.core.exports import Export, create_session, read_export
 from services.core.metrics import ServiceMetrics
 
@@ -121,6 +123,18 @@ async def grpc_call(metrics: ServiceMetrics, method: str, context: grpc.aio.Serv
             code, _, message = classify(exc)
             outcome["status"] = code.name
             await context.abort(code, message)
+
+
+async def http_call(metrics: ServiceMetrics, method: str, work: Callable[[], Awaitable[Any]]):
+    """Run an HTTP handler's work with metrics; failures become JSON error responses
+    ({"error", "code"}, 4xx for the caller's mistakes, 503 + Retry-After when busy)."""
+    with metrics.request(method, "http") as outcome:
+        try:
+            return await work()
+        except Exception as exc:
+            code, _, _ = classify(exc)
+            outcome["status"] = code.name
+            return http_response(exc)
 
 
 def remaining(context: grpc.aio.ServicerContext) -> float | None:

@@ -24,11 +24,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.core import images as imgs
-from services.core.errors import BadRequest, http_response
+from services.core.errors import BadRequest
 from services.core.exports import sha256_file
 from services.core.grpc_server import GrpcServer, PortInUse, port_is_free
 from services.core.proto import pb, rpc
-from services.core.runtime import REPO, ImageModel, ServingConfig, decode_proto_image, grpc_call, remaining
+from services.core.runtime import REPO, ImageModel, ServingConfig, decode_proto_image, grpc_call, http_call, remaining
 from services.filter.jobs import DatasetJob, extract_archive, job_id_for, resolve_dataset
 
 log = logging.getLogger("facegen.filter")
@@ -136,22 +136,20 @@ async def _classify_body(request: Request):
     if svc is None:
         return JSONResponse({"error": "not ready", "code": "UNAVAILABLE"}, status_code=503)
     core = svc.core
-    with core.model.metrics.request("classify", "http") as outcome:
-        try:
-            body = await request.body()
-            if request.headers.get("content-type", "").startswith("application/octet-stream"):
-                try:
-                    h, w = int(request.headers["x-height"]), int(request.headers["x-width"])
-                except (KeyError, ValueError):
-                    raise BadRequest("raw pixels need integer X-Height and X-Width headers") from None
-                decoded = split_raw(body, h, w)
-            else:
-                decoded = [imgs.decode(body)]
-            return JSONResponse({"p_female": await core.classify(decoded), "model": core.model.info})
-        except Exception as exc:
-            resp = http_response(exc)
-            outcome["status"] = _status_name(resp)
-            return resp
+
+    async def work():
+        body = await request.body()
+        if request.headers.get("content-type", "").startswith("application/octet-stream"):
+            try:
+                h, w = int(request.headers["x-height"]), int(request.headers["x-width"])
+            except (KeyError, ValueError):
+                raise BadRequest("raw pixels need integer X-Height and X-Width headers") from None
+            decoded = split_raw(body, h, w)
+        else:
+            decoded = [imgs.decode(body)]
+        return JSONResponse({"p_female": await core.classify(decoded), "model": core.model.info})
+
+    return await http_call(core.model.metrics, "classify", work)
 
 
 def split_raw(pixels: bytes, height: int, width: int) -> list[np.ndarray]:
@@ -207,28 +205,23 @@ class FilterService:
     @bentoml.api(route="/classify")
     async def classify(self, images: list[Path]) -> dict:
         """P(female) for uploaded image files (multipart form field `images`, repeatable)."""
-        with self.core.model.metrics.request("classify", "http") as outcome:
-            try:
-                decoded = [imgs.decode(p.read_bytes()) for p in images]
-                p = await self.core.classify(decoded)
-                return {"p_female": p, "model": self.core.model.info}
-            except Exception as exc:
-                resp = http_response(exc)
-                outcome["status"] = _status_name(resp)
-                return resp
+
+        async def work():
+            p = await self.core.classify([imgs.decode(f.read_bytes()) for f in images])
+            return {"p_female": p, "model": self.core.model.info}
+
+        return await http_call(self.core.model.metrics, "classify", work)
 
     @bentoml.api(route="/classify_raw")
     async def classify_raw(self, pixels: Path, height: int, width: int) -> dict:
         """P(female) for raw uint8 RGB images: the uploaded file `pixels` holds n·height·width·3
         bytes (n images, row-major HWC). A file part, not a form value: BentoML JSON-decodes those."""
-        with self.core.model.metrics.request("classify_raw", "http") as outcome:
-            try:
-                p = await self.core.classify(split_raw(pixels.read_bytes(), height, width))
-                return {"p_female": p, "model": self.core.model.info}
-            except Exception as exc:
-                resp = http_response(exc)
-                outcome["status"] = _status_name(resp)
-                return resp
+
+        async def work():
+            p = await self.core.classify(split_raw(pixels.read_bytes(), height, width))
+            return {"p_female": p, "model": self.core.model.info}
+
+        return await http_call(self.core.model.metrics, "classify_raw", work)
 
     @bentoml.task(route="/filter_dataset")
     async def filter_dataset(self, dataset: str, threshold: float = DEFAULT_THRESHOLD, job_id: str = "") -> dict:
@@ -268,12 +261,3 @@ class FilterService:
         meta = json.loads(path.read_text())
         job = DatasetJob(self.core.jobs_dir, job_id, Path(meta["dataset"]), meta["threshold"])
         return {"job_id": job_id, **job.progress(), "complete": job.csv_path.exists()}
-
-
-def _status_name(resp) -> str:
-    import json
-
-    try:
-        return json.loads(resp.body)["code"]
-    except (ValueError, KeyError):
-        return str(resp.status_code)
