@@ -60,6 +60,14 @@ def from_raw(pixels: bytes, height: int, width: int) -> np.ndarray:
     return np.frombuffer(pixels, np.uint8).reshape(height, width, 3)
 
 
+def split_raw(pixels: bytes, height: int, width: int) -> list[np.ndarray]:
+    """n raw RGB images of height×width, back to back → n arrays."""
+    frame = height * width * 3
+    if frame <= 0 or not pixels or len(pixels) % frame:
+        raise InvalidImage(f"{len(pixels)} bytes is not a whole number of {height}×{width}×3 images")
+    return [from_raw(pixels[i : i + frame], height, width) for i in range(0, len(pixels), frame)]
+
+
 def to_rgb(im: Image.Image) -> np.ndarray:
     """Greyscale, palette, 16-bit and RGBA → 8-bit RGB (alpha composited on black)."""
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

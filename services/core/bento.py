@@ -1,0 +1,129 @@
+"""What every facegen BentoML service shares: the model, the in-process gRPC server and their
+lifecycle hooks, readiness, the /v1/status details and the fail-fast port check.
+
+A service subclasses ModelService, sets its names, and in __init__ calls
+`self.init_model(register)` with a function that adds its gRPC servicer to a server:
+
+    @bentoml.asgi_app(status_app("attributes"), path="/v1")
+    @bentoml.service(name="facegen-attributes", workers=1)
+    class AttributeService(ModelService):
+        model_name, grpc_services, default_grpc_port = "attributes", ["facegen.v1.AttributeService"], 50052
+        check_ports = port_check("attributes", 50052)
+        def __init__(self): self.init_model(lambda s: rpc.add_AttributeServiceServicer_to_server(..., s))
+
+BentoML finds the hooks below through inheritance (it scans dir() of the service class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import bentoml
+import grpc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from services.core import images
+from services.core.errors import BadRequest
+from services.core.grpc_server import GrpcServer, PortInUse, port_is_free
+from services.core.runtime import ImageModel, ServingConfig, http_call
+
+# model name → the live service instance of this worker (for the mounted Starlette routes)
+INSTANCES: dict[str, ModelService] = {}
+
+
+class ModelService:
+    model_name: ClassVar[str]
+    grpc_services: ClassVar[list[str]]
+    default_grpc_port: ClassVar[int]
+
+    def init_model(self, register: Callable[[grpc.aio.Server], None]) -> None:
+        self.cfg = ServingConfig.from_env(self.model_name, grpc_port=self.default_grpc_port)
+        self.model = ImageModel(self.model_name, self.cfg)
+        self.grpc = GrpcServer(self.cfg.grpc_port, self.grpc_services, register, host=self.cfg.grpc_host)
+        INSTANCES[self.model_name] = self
+
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        await self.grpc.start()
+
+    @bentoml.on_shutdown
+    async def stop_grpc(self) -> None:
+        await self.grpc.stop()
+        await self.model.batcher.close()
+
+    def __is_ready__(self) -> bool:
+        return self.grpc.serving
+
+    def status(self) -> dict:
+        return {
+            "ready": self.grpc.serving,
+            "model": self.model.info,
+            "grpc": {"port": self.cfg.grpc_port, "serving": self.grpc.serving},
+            "queue": {"images": self.model.batcher.queued, "limit": self.cfg.max_queue},
+            "batching": {"max_batch_size": self.cfg.max_batch_size, "max_latency_ms": self.cfg.max_latency_ms},
+        }
+
+
+def port_check(model_name: str, default_port: int):
+    """An @bentoml.on_deployment hook: runs once in the `bentoml serve` process before any
+    worker, so a taken gRPC port stops the server with a message instead of a worker crash loop."""
+
+    def check_ports() -> None:
+        cfg = ServingConfig.from_env(model_name, grpc_port=default_port)
+        if not port_is_free(cfg.grpc_host, cfg.grpc_port):
+            var = f"FACEGEN_{model_name.upper()}_GRPC_PORT"
+            raise PortInUse(f"gRPC port {cfg.grpc_host}:{cfg.grpc_port} is already in use; set {var}")
+
+    return bentoml.on_deployment(check_ports)
+
+
+def status_app(model_name: str, routes: list[BaseRoute] = ()) -> Starlette:
+    """GET /status (details behind /readyz: model, provider in use, gRPC, queue) + extra routes."""
+
+    async def status(_: Request) -> JSONResponse:
+        svc = INSTANCES.get(model_name)
+        if svc is None:
+            return JSONResponse({"ready": False}, status_code=503)
+        body = svc.status()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    return Starlette(routes=[Route("/status", status), *routes])
+
+
+def instance(model_name: str) -> ModelService | None:
+    return INSTANCES.get(model_name)
+
+
+async def body_images(request: Request) -> list:
+    """Images from a request body: one encoded image, or (Content-Type application/octet-stream)
+    raw RGB pixels of n images shaped by X-Height and X-Width headers. Used by the body-only
+    routes, which skip BentoML's request parsing (it spools every multipart upload to a file)."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/octet-stream"):
+        try:
+            h, w = int(request.headers["x-height"]), int(request.headers["x-width"])
+        except (KeyError, ValueError):
+            raise BadRequest("raw pixels need integer X-Height and X-Width headers") from None
+        return images.split_raw(body, h, w)
+    return [images.decode(body)]
+
+
+def body_route(model_name: str, method: str, handle) -> Route:
+    """POST /<method>: body_images → `await handle(service, images)` → JSON, with metrics and
+    the same error responses as the BentoML routes."""
+
+    async def endpoint(request: Request):
+        svc = INSTANCES.get(model_name)
+        if svc is None:
+            return JSONResponse({"error": "not ready", "code": "UNAVAILABLE"}, status_code=503)
+
+        async def work():
+            return JSONResponse(await handle(svc, await body_images(request)))
+
+        return await http_call(svc.model.metrics, method, work)
+
+    return Route(f"/{method}", endpoint, methods=["POST"])
