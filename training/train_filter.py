@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import calibration
+from training import calibration, loop
 from training.data.dataset import Dataset
 from training.data.loader import load_images, split_of
 from training.data.preprocess import Preprocess
 from training.models.filter import FILTER_PRESETS, FilterConfig, FilterNet
-from training.run_state import RunFolder, warmup_cosine
+from training.run_state import RunFolder
 
 
 @dataclass(frozen=True)
@@ -75,20 +75,13 @@ def augment_batch(images: torch.Tensor, gen: torch.Generator, cfg: FilterTrainCo
     return images
 
 
-def train_step(model: FilterNet, batch: tuple[torch.Tensor, torch.Tensor], opt: torch.optim.Optimizer) -> dict:
-    """One optimisation step; a non-finite loss or gradient skips the update (VDVAE's guard)."""
+def filter_loss(model: FilterNet, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     images, labels = batch
-    model.train()
-    loss = F.binary_cross_entropy_with_logits(model.logits(images), labels)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-    loss_v, norm_v = loss.item(), grad_norm.item()
-    if not (np.isfinite(loss_v) and np.isfinite(norm_v)):
-        opt.zero_grad(set_to_none=True)
-        return {"loss": loss_v, "grad_norm": norm_v, "skipped": 1}
-    opt.step()
-    return {"loss": loss_v, "grad_norm": norm_v, "skipped": 0}
+    return F.binary_cross_entropy_with_logits(model.logits(images), labels)
+
+
+def train_step(model: FilterNet, batch: tuple[torch.Tensor, torch.Tensor], opt: torch.optim.Optimizer) -> dict:
+    return loop.train_step(model, batch, opt, filter_loss)
 
 
 @torch.no_grad()
@@ -99,35 +92,26 @@ def predict_logits(model: FilterNet, images: np.ndarray, batch: int = 256) -> np
 
 
 def train(splits: Splits, cfg: FilterTrainConfig, run: RunFolder, progress=None) -> FilterNet:
-    """Train (resuming from run/state.pt if present) and return the model with its temperature set."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    """Train (resuming from run/state.pt if present); the temperature is set later by calibration."""
     torch.manual_seed(cfg.seed)
     model = FilterNet(cfg.model).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
-    start = run.load_state(model=model, opt=opt, sched=sched)
     x_train = torch.from_numpy(splits.images["train"])
     y_train = torch.from_numpy(splits.labels["train"])
     if len(x_train) == 0:
         raise ValueError("no training images: the dataset has no gender-labelled images in the train split")
-    for step in range(start, cfg.steps):
-        # batch indices and augmentation come from (seed, step): a resumed run draws what the
-        # uninterrupted run would have drawn
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+
+    def make_batch(step: int, gen: torch.Generator):
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)
-        batch = (augment_batch(x_train[idx], gen, cfg), y_train[idx])
-        m = train_step(model, batch, opt)
-        sched.step()
-        run.log(step, lr=sched.get_last_lr()[0], **m)
-        if progress:
-            progress(step, m)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            if len(splits.images["val"]):
-                val = calibration.metrics(predict_logits(model, splits.images["val"]), splits.labels["val"])
-                run.log(step, **{f"val_{k}": v for k, v in val.items()})
-            run.save_state(step + 1, model=model, opt=opt, sched=sched)
-    return model
+        return augment_batch(x_train[idx], gen, cfg), y_train[idx]
+
+    def evaluate(m: FilterNet) -> dict:
+        if not len(splits.images["val"]):
+            return {}
+        val = calibration.metrics(predict_logits(m, splits.images["val"]), splits.labels["val"])
+        return {f"val_{k}": v for k, v in val.items()}
+
+    loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
+    return loop.fit(model, loop_cfg, run, make_batch, filter_loss, evaluate, progress)
 
 
 def calibrate_and_report(model: FilterNet, splits: Splits, run: RunFolder) -> dict:
