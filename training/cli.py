@@ -101,10 +101,11 @@ def inspect(root, verify) -> None:
         click.echo(f"  … and {len(ds.problems) - 50} more")
 
 
-from training.cli_filter import filter_cmd, select_cmd  # noqa: E402  (subcommands in their own modules)
+from training.cli_attributes import attributes_cmd, label_cmd  # noqa: E402  (subcommands in their own modules)
+from training.cli_filter import filter_cmd, select_cmd  # noqa: E402
 
-main.add_command(filter_cmd)
-main.add_command(select_cmd)
+for _cmd in (filter_cmd, select_cmd, attributes_cmd, label_cmd):
+    main.add_command(_cmd)
 
 if __name__ == "__main__":
     main()

@@ -31,8 +31,12 @@ class Decision:
     reason: str
 
 
-class OnnxFilter:
-    """The exported filter under ONNX Runtime (sha256 checked against card.json first)."""
+class OnnxImageModel:
+    """An exported image model under ONNX Runtime (sha256 checked against card.json first).
+
+    Training-side inference (selection, labelling) runs the exported graph, the very one the
+    services run, so both agree exactly.
+    """
 
     def __init__(self, export_dir: Path | str) -> None:
         import onnxruntime as ort
@@ -47,9 +51,13 @@ class OnnxFilter:
         self.preprocess = Preprocess(height=img["height"], width=img["width"])
 
     def __call__(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
+        """The first output for a uint8 NHWC batch."""
         name = self.signature["inputs"][0]["name"]
         parts = [self.session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+OnnxFilter = OnnxImageModel  # the filter's first output is p_female
 
 
 def select(ds: Dataset, model: OnnxFilter, threshold: float = 0.9, progress=None) -> list[Decision]:

@@ -55,7 +55,8 @@ class ResidualBlock(nn.Module):
             # It also avoids a strided 1×1 conv, whose CPU backward on channels-last activations
             # corrupts the heap in torch 2.13 (reproduced here; tests/test_filter.py covers it).
             else nn.Sequential(
-                nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
+                # ceil_mode: odd sizes round up, as the strided 3×3 conv of the body does
+                nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity(),
                 nn.Conv2d(c_in, c_out, 1, bias=False),
                 nn.BatchNorm2d(c_out),
             )

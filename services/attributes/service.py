@@ -1,0 +1,71 @@
+"""AttributeService: the five conditions of face images over HTTP (BentoML) and gRPC
+(facegen.v1.AttributeService), on the shared serving core.
+
+    bentoml serve services.attributes.service:AttributeService --port 3002   # + gRPC on 50052
+
+Settings (env): FACEGEN_ATTRIBUTES_EXPORT, FACEGEN_ATTRIBUTES_GRPC_PORT and the common
+FACEGEN_* serving variables (see services/core/runtime.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bentoml
+import numpy as np
+
+from services.core import images as imgs
+from services.core.bento import ModelService, body_route, port_check, status_app
+from services.core.proto import pb, rpc
+from services.core.runtime import ImageModel, decode_proto_image, grpc_call, http_call, remaining
+
+
+async def measure(model: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> list[dict[str, float]]:
+    """Conditions for each decoded image, named in the order of the model's signature."""
+    names = model.export.signature["conditions"]
+    out = (await model.infer(model.prepare(decoded), timeout_s))["conditions"]
+    return [dict(zip(names, map(float, row), strict=True)) for row in out]
+
+
+class AttributeServicer(rpc.AttributeServiceServicer):
+    def __init__(self, model: ImageModel) -> None:
+        self.model = model
+
+    async def Infer(self, request, context):
+        async with grpc_call(self.model.metrics, "Infer", context):
+            rows = await measure(self.model, [decode_proto_image(m) for m in request.images], remaining(context))
+            return pb.InferResponse(conditions=[pb.Conditions(**r) for r in rows], model=pb.ModelInfo(**self.model.info))
+
+
+async def _infer_body(svc: AttributeService, decoded: list[np.ndarray]) -> dict:
+    return {"conditions": await measure(svc.model, decoded), "model": svc.model.info}
+
+
+@bentoml.asgi_app(status_app("attributes", [body_route("attributes", "infer", _infer_body)]), path="/v1")
+@bentoml.service(name="facegen-attributes", workers=1, traffic={"timeout": 60, "max_concurrency": 512})
+class AttributeService(ModelService):
+    model_name = "attributes"
+    grpc_services = ["facegen.v1.AttributeService"]
+    default_grpc_port = 50052
+    check_ports = port_check("attributes", 50052)
+
+    def __init__(self) -> None:
+        self.init_model(lambda server: rpc.add_AttributeServiceServicer_to_server(AttributeServicer(self.model), server))
+
+    @bentoml.api(route="/infer")
+    async def infer(self, images: list[Path]) -> dict:
+        """Conditions for uploaded image files (multipart form field `images`, repeatable)."""
+
+        async def work():
+            return await _infer_body(self, [imgs.decode(f.read_bytes()) for f in images])
+
+        return await http_call(self.model.metrics, "infer", work)
+
+    @bentoml.api(route="/infer_raw")
+    async def infer_raw(self, pixels: Path, height: int, width: int) -> dict:
+        """Conditions for raw uint8 RGB images: the uploaded file `pixels` holds n·height·width·3 bytes."""
+
+        async def work():
+            return await _infer_body(self, imgs.split_raw(pixels.read_bytes(), height, width))
+
+        return await http_call(self.model.metrics, "infer_raw", work)

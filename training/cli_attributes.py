@@ -1,0 +1,96 @@
+"""`facegen-train attributes` (train + evaluate + export) and `facegen-train label`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from training.cli_filter import _open
+
+
+@click.command("attributes")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--hand-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV file,eyes,mouth,hair_color,background,head (default: <data>/hand_labels.csv)")
+@click.option("--preset", type=click.Choice(["tiny", "default"]), default="default", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config field")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/attributes"), show_default=True)
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="export here, e.g. exports/attributes/1")
+def attributes_cmd(data, hand_labels, preset, overrides, out, export_dir) -> None:
+    """Train the attribute regressor on the hand labels only, evaluate, optionally export."""
+    from tqdm import tqdm
+
+    from training import config as config_io
+    from training.data.labels import read_conditions_csv
+    from training.run_state import RunFolder
+    from training.train_attributes import TRAIN_PRESETS, load_labelled, outside_files, report, split, train
+
+    try:
+        cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
+        run = RunFolder(out, cfg)
+        hand = read_conditions_csv(hand_labels or data / "hand_labels.csv")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ds = _open(data)
+    with tqdm(total=len(hand), unit="img", desc="decode") as bar:
+        labelled, problems = load_labelled(ds, hand, sorted(hand), cfg, progress=bar.update)
+    for p in problems[:20]:
+        click.echo(f"  skipped {p}", err=True)
+    splits = split(labelled, cfg)
+    with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
+        def progress(step, m):
+            bar.n = step + 1
+            bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
+            bar.refresh()
+
+        model = train(splits, cfg, run, progress=progress)
+    outside = None
+    truth_csv = data / "labels.csv"
+    if truth_csv.exists() and cfg.eval_outside:  # ground truth is known (the procedural set)
+        truth = read_conditions_csv(truth_csv)
+        files = outside_files(ds, truth, set(hand), cfg.eval_outside, cfg.seed)
+        outside, _ = load_labelled(ds, truth, files, cfg)
+    result = report(model, splits, outside, run)
+    run.close()
+    click.echo(json.dumps(result, indent=2))
+    if export_dir is not None:
+        from training.export import export_model
+        from training.train_attributes import export_spec
+
+        card = {"training_data": {"root": str(data), "hand_labels": len(hand), "counts": result["counts"]},
+                "config": config_io.to_dict(cfg), "metrics": result}
+        card = export_model(model, export_spec(cfg, version=export_dir.name), export_dir, card)
+        click.echo(f"exported to {export_dir} ({card['onnx_bytes'] / 1e6:.2f} MB)")
+
+
+@click.command("label")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--selection", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="the filter's selection.csv (default: <data>/selection.csv)")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path("exports/attributes/1"), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="default: <data>/conditions.csv")
+def label_cmd(data, selection, model_dir, out) -> None:
+    """Write conditions.csv: the attribute model's conditions for every selected image."""
+    from tqdm import tqdm
+
+    from training.label import label, read_selected, write
+    from training.select import OnnxImageModel
+
+    ds = _open(data)
+    try:
+        selected = read_selected(selection or data / "selection.csv")
+        model = OnnxImageModel(model_dir)
+    except (ValueError, OSError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    with tqdm(total=len(selected), unit="img", desc="label") as bar:
+        rows, problems = label(ds, selected, model, progress=bar.update)
+    for p in problems[:20]:
+        click.echo(f"  skipped {p}", err=True)
+    out = out or data / "conditions.csv"
+    write(out, rows)
+    click.echo(f"wrote {out}: {len(rows)} images labelled ({len(problems)} skipped)")
