@@ -1,32 +1,48 @@
 #!/usr/bin/env bash
 # The main job of the README, on the embedded default models (exports/).
 # Until every service exists (see the issues), it: renders a procedural face set, starts the
-# filter service (HTTP + gRPC), filters the set through it over gRPC with the client CLI, and
-# classifies one image over HTTP; then stops the service (also on Ctrl-C).
-# Environment: FACEGEN_N (images, default 2000), FACEGEN_OUT (default runs/main),
-# FACEGEN_HTTP_PORT (default 3001), FACEGEN_FILTER_GRPC_PORT (default 50051).
+# filter and attribute services (HTTP + gRPC each), filters the set through the filter over
+# gRPC with the client CLI, classifies and measures one image over HTTP, then stops the services
+# (also on Ctrl-C).
+# Environment: FACEGEN_N (images, default 2000), FACEGEN_OUT (default runs/main), ports
+# FACEGEN_FILTER_HTTP_PORT / FACEGEN_FILTER_GRPC_PORT (3001 / 50051) and
+# FACEGEN_ATTRIBUTES_HTTP_PORT / FACEGEN_ATTRIBUTES_GRPC_PORT (3002 / 50052).
 source "$(dirname "$0")/env.sh"
 out="$(mkdir -p "${FACEGEN_OUT:-runs/main}" && cd "${FACEGEN_OUT:-runs/main}" && pwd)"
 n="${FACEGEN_N:-2000}"
-http_port="${FACEGEN_HTTP_PORT:-3001}"
+filter_http="${FACEGEN_FILTER_HTTP_PORT:-3001}"
+attributes_http="${FACEGEN_ATTRIBUTES_HTTP_PORT:-3002}"
 export FACEGEN_FILTER_GRPC_PORT="${FACEGEN_FILTER_GRPC_PORT:-50051}"
-export FACEGEN_ALLOWED_ROOTS="$out" FACEGEN_JOBS_DIR="$out/jobs" BENTOML_HOME="$out/bentoml-filter"
-export BENTOML_DO_NOT_TRACK=true
+export FACEGEN_ATTRIBUTES_GRPC_PORT="${FACEGEN_ATTRIBUTES_GRPC_PORT:-50052}"
+export FACEGEN_ALLOWED_ROOTS="$out" FACEGEN_JOBS_DIR="$out/jobs" BENTOML_DO_NOT_TRACK=true
 
 [ -f "$out/data/labels.csv" ] || facegen-train synth --out "$out/data" --n "$n" --seed 0
 facegen-train samples --out "$out/samples.png"
 
-bentoml serve services.filter.service:FilterService --port "$http_port" >"$out/filter.log" 2>&1 &
-server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$http_port/readyz" >/dev/null && break
-  kill -0 $server 2>/dev/null || { cat "$out/filter.log"; exit 1; }
-  sleep 0.5
-done
-echo "[facegen] filter service: $(curl -s "http://127.0.0.1:$http_port/v1/status")"
+pids=()
+trap 'for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; wait 2>/dev/null' EXIT
+serve() {  # serve NAME TARGET HTTP_PORT: each service with its own BENTOML_HOME (separate metrics)
+  BENTOML_HOME="$out/bentoml-$1" bentoml serve "$2" --port "$3" >"$out/$1.log" 2>&1 &
+  pids+=($!)
+}
+ready() {  # ready NAME HTTP_PORT
+  for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && return 0
+    sleep 0.5
+  done
+  echo "[facegen] $1 did not become ready; its log:"; cat "$out/$1.log"; exit 1
+}
+serve filter services.filter.service:FilterService "$filter_http"
+serve attributes services.attributes.service:AttributeService "$attributes_http"
+ready filter "$filter_http"
+ready attributes "$attributes_http"
+echo "[facegen] filter: $(curl -s "http://127.0.0.1:$filter_http/v1/status")"
+echo "[facegen] attributes: $(curl -s "http://127.0.0.1:$attributes_http/v1/status")"
+
 facegen filter "$out/data" --grpc "127.0.0.1:$FACEGEN_FILTER_GRPC_PORT" --threshold 0.9 --out "$out/selection.csv"
 females=("$out"/data/Female/*.png)
 one="${females[0]}"
-echo "[facegen] HTTP classify $one: $(curl -s -X POST "http://127.0.0.1:$http_port/classify" -F "images=@$one")"
+echo "[facegen] P(female) of $one: $(curl -s -X POST "http://127.0.0.1:$filter_http/v1/classify" --data-binary "@$one")"
+echo "[facegen] conditions of $one: $(curl -s -X POST "http://127.0.0.1:$attributes_http/v1/infer" --data-binary "@$one")"
+echo "[facegen] its ground truth: $(grep "$(basename "$one")" "$out/data/labels.csv")"
 echo "[facegen] done: dataset $out/data, selection $out/selection.csv, grid $out/samples.png"

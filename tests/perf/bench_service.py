@@ -1,6 +1,7 @@
-"""FilterService throughput: single-image requests over gRPC and HTTP vs raw ONNX Runtime.
+"""Service throughput: single-image requests over gRPC and HTTP vs raw ONNX Runtime.
 
-    python tests/perf/bench_filter_service.py [--seconds 10] [--concurrency 8 32] [--dataset-n 5000]
+    PYTHONPATH=. python tests/perf/bench_service.py [--service filter|attributes] [--seconds 10]
+        [--concurrency 8 32] [--dataset-n 5000]
 
 Starts the real service (bentoml serve) on free 127.0.0.1 ports, drives it from a separate
 client process (asyncio: grpc.aio / httpx) with N requests in flight, and prints req/s, p50/p99
@@ -27,13 +28,19 @@ import numpy as np
 
 from tests import servers
 
-EXPORT = servers.REPO / "exports" / "filter" / "1"
+# service → (bentoml target, gRPC stub, gRPC method, request type, body route, multipart route)
+SERVICES = {
+    "filter": ("services.filter.service:FilterService", "FilterServiceStub", "Classify", "ClassifyRequest",
+               "/v1/classify", "/classify_raw"),
+    "attributes": ("services.attributes.service:AttributeService", "AttributeServiceStub", "Infer", "InferRequest",
+                   "/v1/infer", "/infer_raw"),
+}
 
 
-def raw_ort(seconds: float, batch: int) -> float:
+def raw_ort(service: str, seconds: float, batch: int) -> float:
     from services.core.exports import load_session
 
-    _, session, _ = load_session(EXPORT)
+    _, session, _ = load_session(servers.REPO / "exports" / service / "1")
     x = np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8)
     session.run(None, {"images": x})
     n, t0 = 0, time.perf_counter()
@@ -43,7 +50,7 @@ def raw_ort(seconds: float, batch: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Queue) -> None:
+def _client(service: str, kind: str, target: str, concurrency: int, seconds: float, out: mp.Queue) -> None:
     """Runs in its own process: closed-loop clients, each sending the next request on reply."""
     import aiohttp
     import grpc
@@ -58,16 +65,17 @@ def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Qu
         nonlocal errors
         stop = time.perf_counter() + seconds
         if kind == "grpc":
+            _, stub_name, method, request_type, _, _ = SERVICES[service]
             async with grpc.aio.insecure_channel(target) as ch:
-                stub = rpc.FilterServiceStub(ch)
-                req = pb.ClassifyRequest(images=[pb.Image(raw=pb.RawImage(pixels=img, height=64, width=64))])
+                call = getattr(getattr(rpc, stub_name)(ch), method)
+                req = getattr(pb, request_type)(images=[pb.Image(raw=pb.RawImage(pixels=img, height=64, width=64))])
 
                 async def worker() -> None:
                     nonlocal errors
                     while time.perf_counter() < stop:
                         t0 = time.perf_counter()
                         try:
-                            await stub.Classify(req, timeout=10)
+                            await call(req, timeout=10)
                             latencies.append(time.perf_counter() - t0)
                         except grpc.RpcError:
                             errors += 1
@@ -84,13 +92,13 @@ def _client(kind: str, target: str, concurrency: int, seconds: float, out: mp.Qu
                     while time.perf_counter() < stop:
                         t0 = time.perf_counter()
                         if kind == "http":  # the body-only route
-                            req = client.post("/v1/classify", data=img, headers=raw_headers)
+                            req = client.post(SERVICES[service][4], data=img, headers=raw_headers)
                         else:  # BentoML's multipart API
                             form = aiohttp.FormData()
                             form.add_field("pixels", img, filename="x", content_type="application/octet-stream")
                             form.add_field("height", "64")
                             form.add_field("width", "64")
-                            req = client.post("/classify_raw", data=form)
+                            req = client.post(SERVICES[service][5], data=form)
                         async with req as r:
                             await r.read()
                             if r.status == 200:
@@ -137,12 +145,12 @@ def server_cpu(server: servers.Server) -> float:
     return sum(stats[pid][1] for pid in family if pid in stats)
 
 
-def drive(kind: str, server: servers.Server, concurrency: int, seconds: float) -> dict:
+def drive(service: str, kind: str, server: servers.Server, concurrency: int, seconds: float) -> dict:
     target = server.grpc_target if kind == "grpc" else server.url  # http: /v1/classify; http-multipart: /classify_raw
     before = batch_stats(server.url)
     cpu_before = server_cpu(server)
     q: mp.Queue = mp.get_context("spawn").Queue()
-    p = mp.get_context("spawn").Process(target=_client, args=(kind, target, concurrency, seconds, q))
+    p = mp.get_context("spawn").Process(target=_client, args=(service, kind, target, concurrency, seconds, q))
     p.start()
     latencies, errors, wall, client_cpu = q.get(timeout=seconds + 60)
     p.join()
@@ -184,22 +192,23 @@ def bench_dataset(server: servers.Server, n: int, root: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--service", choices=sorted(SERVICES), default="filter")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--dataset-n", type=int, default=5000, help="0 skips the batch-filter figure")
     args = ap.parse_args()
 
-    print(f"raw ONNX Runtime on {EXPORT}: batch 1 {raw_ort(3, 1):.0f} img/s, batch 8 {raw_ort(3, 8):.0f} img/s, "
-          f"batch 32 {raw_ort(3, 32):.0f} img/s")
+    rates = ", ".join(f"batch {b} {raw_ort(args.service, 3, b):.0f} img/s" for b in (1, 8, 32))
+    print(f"{args.service}: raw ONNX Runtime {rates}")
     with tempfile.TemporaryDirectory() as tmp:
-        server = servers.start("services.filter.service:FilterService", "filter",
+        server = servers.start(SERVICES[args.service][0], args.service,
                                env={"FACEGEN_ALLOWED_ROOTS": tmp, "FACEGEN_JOBS_DIR": str(Path(tmp) / "jobs")})
         try:
             for kind in ("grpc", "http", "http-multipart"):
                 for c in args.concurrency:
-                    r = drive(kind, server, c, args.seconds)
+                    r = drive(args.service, kind, server, c, args.seconds)
                     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}))
-            if args.dataset_n:
+            if args.dataset_n and args.service == "filter":
                 bench_dataset(server, args.dataset_n, Path(tmp))
         finally:
             server.stop()
