@@ -44,6 +44,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return from_dict(tp, value)
+    if dataclasses.is_dataclass(tp) and isinstance(value, list | tuple):  # e.g. a scale given as [8, 2, 64]
+        return tp(*value)
     if origin is tuple and isinstance(value, list | tuple):
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:

@@ -55,6 +55,8 @@ class ExportSpec:
     atol: float = 1e-4  # parity tolerance, max |ORT − PyTorch| over every output element
     parity_batches: tuple[int, ...] = (1, 16)
     extra: dict[str, Any] = field(default_factory=dict)  # image size, conditions, preprocessing …
+    # inputs from this index on are the model's *args (torch.export groups them into one tuple)
+    varargs_from: int | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -96,7 +98,7 @@ def export_model(
             str(onnx_path),
             input_names=[s.name for s in spec.inputs],
             output_names=[s.name for s in spec.outputs],
-            dynamic_shapes=tuple(dynamic[s.name] for s in spec.inputs),
+            dynamic_shapes=_group_varargs([dynamic[s.name] for s in spec.inputs], spec.varargs_from),
             external_data=False,
             opset_version=opset,
             verbose=False,
@@ -138,6 +140,10 @@ def export_model(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _group_varargs(items: list, start: int | None) -> tuple:
+    return tuple(items) if start is None else (*items[:start], tuple(items[start:]))
 
 
 @torch.no_grad()

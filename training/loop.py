@@ -56,22 +56,30 @@ def fit(
     loss_fn: LossFn,
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
     progress: Callable[[int, dict], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    extra_state: dict[str, Any] | None = None,
 ) -> torch.nn.Module:
-    """Train `model` for cfg.steps, resuming from run/state.pt when it exists."""
+    """Train `model` for cfg.steps, resuming from run/state.pt when it exists.
+
+    `on_step(step)` runs after each update (e.g. an EMA of the weights); `extra_state` holds more
+    objects with a state_dict (the EMA weights, a regulariser's buffers) saved with the run."""
+    extra_state = extra_state or {}
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
-    start = run.load_state(model=model, opt=opt, sched=sched)
+    start = run.load_state(model=model, opt=opt, sched=sched, **extra_state)
     for step in range(start, cfg.steps):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         m = train_step(model, make_batch(step, gen), opt, loss_fn, cfg.clip_grad_norm)
         sched.step()
+        if on_step is not None and not m["skipped"]:
+            on_step(step)
         run.log(step, lr=sched.get_last_lr()[0], **m)
         if progress:
             progress(step, m)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             if evaluate is not None:
                 run.log(step, **evaluate(model))
-            run.save_state(step + 1, model=model, opt=opt, sched=sched)
+            run.save_state(step + 1, model=model, opt=opt, sched=sched, **extra_state)
     return model

@@ -1,0 +1,120 @@
+"""Generator (conditional NVAE): losses, schedules, tiny training, conditioning, ONNX sampler."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training import config as config_io
+from training import losses
+from training.data.conditions import CONDITIONS
+from training.data.dataset import open_dataset
+from training.data.labels import read_conditions_csv
+from training.data.loader import load_images
+from training.data.preprocess import Preprocess
+from training.export import export_model
+from training.models.generator import GENERATOR_PRESETS, AttributeGenerator, Sampler
+from training.run_state import RunFolder
+from training.train_generator import TRAIN_PRESETS, export_spec, train
+
+TINY = config_io.override(TRAIN_PRESETS["tiny"], {"steps": 40})
+
+
+@pytest.fixture(scope="module")
+def data(synth_root):
+    truth = read_conditions_csv(synth_root / "labels.csv")
+    ds = open_dataset(synth_root)
+    images, records, _ = load_images(ds.records, Preprocess())
+    conds = np.array([[truth[r.file][c] for c in CONDITIONS] for r in records], np.float32)
+    return images, conds
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("generator")
+    model, ema = train(*data, TINY, RunFolder(root / "run", TINY))
+    return model, ema, root
+
+
+def test_tiny_training_lowers_the_loss_and_stays_finite(trained):
+    losses_ = [json.loads(line)["loss"] for line in (trained[2] / "run" / "log.jsonl").read_text().splitlines()
+               if '"loss"' in line]
+    assert len(losses_) == TINY.steps and np.isfinite(losses_).all()
+    assert np.mean(losses_[-8:]) < np.mean(losses_[:8]) - 0.2, (losses_[:8], losses_[-8:])
+
+
+def test_kl_warmup_and_balancing_follow_their_schedule():
+    assert losses.kl_warmup(0, 100) == pytest.approx(1e-4)
+    assert losses.kl_warmup(50, 100) == pytest.approx(0.5)
+    assert losses.kl_warmup(100, 100) == losses.kl_warmup(500, 100) == 1.0
+    kls = torch.tensor([[10.0, 1.0, 100.0]] * 4)
+    alpha = torch.tensor([1.0, 1.0, 4.0])
+    weighted, coeffs = losses.kl_balance(kls, 0.5, alpha)
+    assert coeffs.mean().item() == pytest.approx(1.0)
+    assert coeffs[0] > coeffs[1]  # larger KL → more weight during warm-up …
+    assert coeffs[2] / coeffs[0] == pytest.approx((100.01 / 4) / 10.01, rel=1e-4)  # … divided by alpha
+    assert weighted[0].item() == pytest.approx(0.5 * float((kls[0] * coeffs).sum()))
+    _, after = losses.kl_balance(kls, 1.0, alpha)
+    assert torch.equal(after, torch.ones(3))  # after the warm-up every group weighs 1
+
+
+def test_dmol_likelihood_is_a_proper_discrete_density():
+    # 8-bit grey images under a single broad logistic: the 256 bins of one pixel sum to 1
+    values = torch.arange(256, dtype=torch.float32) / 127.5 - 1.0
+    x = values.view(256, 1, 1, 1).expand(256, 3, 1, 1)
+    params = torch.zeros(256, 10, 1, 1)  # M = 1: logit 0, means 0, log-scales 0, coefficients 0
+    p = torch.exp(-losses.dmol_nll(x, params, 1))  # joint of 3 independent channels with equal values
+    per_channel = p ** (1 / 3)
+    assert per_channel.sum().item() == pytest.approx(1.0, abs=1e-3)
+    # a sharp component at the right value explains the pixel far better than a broad one
+    sharp = params.clone()
+    sharp[:, [2, 5, 8]] = -5.0  # per channel: mean, log-scale, coefficient (M = 1)
+    assert (losses.dmol_nll(x[128:129], sharp[128:129], 1) < losses.dmol_nll(x[128:129], params[128:129], 1)).all()
+
+
+def test_spectral_regulariser_tracks_the_largest_singular_value():
+    conv = torch.nn.Conv2d(4, 6, 3)
+    reg = losses.SpectralRegularizer(torch.nn.Sequential(conv), iterations=30)
+    sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+    assert reg().item() == pytest.approx(sigma.item(), rel=1e-3)
+    assert "u0" in reg.state_dict()  # its state is saved with the run
+
+
+def test_a_changed_condition_changes_the_face(trained):
+    model = trained[1].shadow
+    noise = [torch.randn(2, *s, generator=torch.Generator().manual_seed(1)) for s in model.group_shapes]
+    base = torch.full((2, 5), 0.5)
+    a = model.sample(base, noise, 0.8)
+    changed = base.clone()
+    changed[:, CONDITIONS.index("background")] = 1.0
+    b = model.sample(changed, noise, 0.8)
+    assert (a.int() - b.int()).abs().float().mean() > 0.5
+
+
+def test_onnx_sampler_parity_and_determinism(trained, tmp_path):
+    import onnxruntime as ort
+
+    model = trained[1].shadow.eval()
+    spec = export_spec(model)
+    card = export_model(Sampler(model), spec, tmp_path / "generator" / "1", {})
+    assert card["parity"]["max_abs_diff"]["16"] <= 1.0
+    sess = ort.InferenceSession(str(tmp_path / "generator" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = spec.make_inputs(3)
+    first, second = sess.run(None, feeds)[0], sess.run(None, feeds)[0]
+    assert first.dtype == np.uint8 and first.shape == (3, 64, 64, 3)
+    assert np.array_equal(first, second)  # same noise → identical faces
+    other = dict(feeds, noise_0=np.random.default_rng(5).standard_normal(feeds["noise_0"].shape).astype(np.float32))
+    assert not np.array_equal(first, sess.run(None, other)[0])  # different noise → different faces
+
+
+def test_presets_build_with_the_declared_hierarchy():
+    for name, cfg in GENERATOR_PRESETS.items():
+        if name == "celeba64":
+            continue  # sized for a GPU
+        model = AttributeGenerator(cfg)
+        assert len(model.group_shapes) == sum(s.groups for s in cfg.scales)
+    with pytest.raises(ValueError):
+        AttributeGenerator(config_io.override(GENERATOR_PRESETS["tiny"], {"scales": [[8, 1, 8], [32, 1, 8]]}))

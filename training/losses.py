@@ -1,0 +1,119 @@
+"""Losses, kept apart from the networks (the model files hold no training code).
+
+Generator (NVAE, Vahdat & Kautz 2020):
+- `dmol_nll`: negative log-likelihood of 8-bit images under a discretized mixture of logistics
+  (Salimans et al. 2017, PixelCNN++ eq. 2, with the linear channel coupling), in nats per image;
+- `kl_warmup` and `kl_balance`: the KL coefficient ramps from a small value to 1 (§3.2 / App. A),
+  and during the ramp each group's KL is reweighted ∝ its mean size over its spatial share, so
+  no group collapses (NVAE App. A, "KL balancing");
+- `SpectralRegularizer`: λ·Σ σ_max(W) over conv layers, σ_max by power iteration (§3.2, eq. 5);
+- `bn_scale_penalty`: penalises large BatchNorm scales (NVAE's weight_decay_norm term).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def dmol_nll(x: torch.Tensor, params: torch.Tensor, mixtures: int) -> torch.Tensor:
+    """-log p(x) per image (nats, summed over pixels and channels); x in [-1, 1], NCHW, 8-bit grid."""
+    n, _, h, w = params.shape
+    logit_pi = params[:, :mixtures]  # [N, M, H, W]
+    rest = params[:, mixtures:].reshape(n, 3, 3 * mixtures, h, w)
+    means = rest[:, :, :mixtures]
+    log_s = rest[:, :, mixtures : 2 * mixtures].clamp(min=-7.0)
+    coeffs = torch.tanh(rest[:, :, 2 * mixtures :])
+    xs = x[:, :, None]  # [N, 3, 1, H, W]
+    # channel coupling: green depends on red, blue on red and green (PixelCNN++)
+    m_r = means[:, 0]
+    m_g = means[:, 1] + coeffs[:, 0] * xs[:, 0]
+    m_b = means[:, 2] + coeffs[:, 1] * xs[:, 0] + coeffs[:, 2] * xs[:, 1]
+    mu = torch.stack([m_r, m_g, m_b], dim=1)
+    centred = xs - mu
+    inv_s = torch.exp(-log_s)
+    plus, minus = inv_s * (centred + 1.0 / 255), inv_s * (centred - 1.0 / 255)
+    cdf_delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    log_cdf_plus = plus - F.softplus(plus)  # log σ(plus): for x = -1 (the lowest bin)
+    log_one_minus_cdf_min = -F.softplus(minus)  # log(1 − σ(minus)): for x = 1 (the highest bin)
+    mid = inv_s * centred
+    log_pdf_mid = mid - log_s - 2.0 * F.softplus(mid)  # for tiny bins where cdf_delta underflows
+    log_probs = torch.where(
+        xs < -0.999, log_cdf_plus,
+        torch.where(xs > 0.999, log_one_minus_cdf_min,
+                    torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid - math.log(127.5))),
+    )
+    log_probs = log_probs.sum(dim=1) + F.log_softmax(logit_pi, dim=1)  # [N, M, H, W]
+    return -torch.logsumexp(log_probs, dim=1).flatten(1).sum(dim=1)
+
+
+def bits_per_dim(nats_per_image: torch.Tensor, dims: int) -> torch.Tensor:
+    return nats_per_image / (dims * math.log(2.0))
+
+
+def kl_warmup(step: int, warmup_steps: int, floor: float = 1e-4) -> float:
+    """NVAE's KL coefficient: linear from `floor` to 1 over the warm-up, then 1."""
+    if warmup_steps <= 0:
+        return 1.0
+    return max(floor, min(1.0, step / warmup_steps))
+
+
+def group_alpha(areas: list[int], groups_per_scale: list[int]) -> torch.Tensor:
+    """Per-group balancing prior: proportional to the group's spatial area over the number of
+    groups at its scale (NVAE's 'square' kl_balancer_coeff), normalised to a minimum of 1."""
+    alpha = torch.tensor([a / g for a, g in zip(areas, groups_per_scale, strict=True)], dtype=torch.float32)
+    return alpha / alpha.min()
+
+
+def kl_balance(kls: torch.Tensor, beta: float, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted KL per image and the group coefficients. kls: [N, G] nats per group.
+
+    During warm-up (β < 1) each group's weight ∝ (its mean |KL| + 0.01) / α_g, normalised to mean 1
+    and not differentiated through; afterwards every group weighs 1 (NVAE App. A)."""
+    if beta >= 1.0:
+        coeffs = torch.ones(kls.shape[1], device=kls.device)
+    else:
+        c = kls.detach().abs().mean(dim=0) + 0.01
+        c = c / alpha.to(kls.device) * c.sum()
+        coeffs = c / c.mean()
+    return beta * (kls * coeffs).sum(dim=1), coeffs
+
+
+def bn_scale_penalty(model: nn.Module) -> torch.Tensor:
+    """Σ over BatchNorm layers of the largest |scale| (NVAE bounds BN scales this way)."""
+    terms = [m.weight.abs().max() for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+class SpectralRegularizer(nn.Module):
+    """λ·Σ σ_max(W) over conv layers, σ_max estimated by power iteration (NVAE eq. 5).
+
+    The power-iteration vectors are buffers of this module, so they are saved with the training
+    state (no state outside a state_dict)."""
+
+    def __init__(self, model: nn.Module, iterations: int = 1) -> None:
+        super().__init__()
+        self.convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+        self.iterations = iterations
+        gen = torch.Generator().manual_seed(0)
+        for i, conv in enumerate(self.convs):
+            rows, cols = conv.weight.shape[0], conv.weight[0].numel()
+            self.register_buffer(f"u{i}", F.normalize(torch.randn(rows, generator=gen), dim=0))
+            self.register_buffer(f"v{i}", F.normalize(torch.randn(cols, generator=gen), dim=0))
+
+    def forward(self) -> torch.Tensor:
+        total = torch.zeros(())
+        for i, conv in enumerate(self.convs):
+            w = conv.weight.flatten(1)
+            u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
+            with torch.no_grad():
+                for _ in range(self.iterations):
+                    v = F.normalize(w.t() @ u, dim=0)
+                    u = F.normalize(w @ v, dim=0)
+                getattr(self, f"u{i}").copy_(u)
+                getattr(self, f"v{i}").copy_(v)
+            total = total + torch.dot(u, w @ v)  # σ_max estimate, differentiable in W
+        return total

@@ -1,0 +1,166 @@
+"""Train the generator (conditional NVAE) on images and their conditions.
+
+The loss is the negative ELBO: the discretized-logistic-mixture reconstruction term plus the KL
+of every latent group, with NVAE's KL warm-up and balancing, spectral regularisation and the
+BatchNorm-scale penalty. An exponential moving average of the weights is kept for export.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from training import loop, losses
+from training.models.generator import GENERATOR_PRESETS, AttributeGenerator, GeneratorConfig
+from training.run_state import RunFolder
+
+
+@dataclass(frozen=True)
+class GeneratorTrainConfig:
+    model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    batch_size: int = 16
+    steps: int = 20_000
+    lr: float = 1e-2 * 0.3  # NVAE uses Adamax at 1e-2; AdamW here, a little lower
+    weight_decay: float = 3e-4
+    warmup_steps: int = 200  # learning-rate warm-up
+    kl_warmup_fraction: float = 0.3  # the KL coefficient ramps 0 → 1 over this share of training
+    kl_balance: bool = True
+    spectral_weight: float = 1e-2  # λ of the spectral regulariser (NVAE ramps it with the KL; fixed here)
+    bn_weight: float = 1e-2
+    ema_decay: float = 0.999
+    flip: bool = True  # mirrored faces are turned the other way: head → 1 − head
+    eval_every: int = 500
+    seed: int = 0
+    threads: int = 0
+
+
+TRAIN_PRESETS = {
+    "tiny": GeneratorTrainConfig(model=GENERATOR_PRESETS["tiny"], batch_size=8, steps=30, warmup_steps=5, eval_every=10,
+                                 lr=3e-3, ema_decay=0.9),
+    "default": GeneratorTrainConfig(),
+    "celeba64": GeneratorTrainConfig(model=GENERATOR_PRESETS["celeba64"], batch_size=32, steps=200_000),
+}
+
+
+@dataclass
+class NelboTerms:
+    loss: torch.Tensor  # what is minimised (KL weighted by warm-up/balancing, plus regularisers)
+    nelbo: torch.Tensor  # the true negative ELBO per image (nats), for bits/dim
+    recon: torch.Tensor
+    kl_groups: torch.Tensor  # [G] mean KL per group (nats)
+    kl_coeffs: torch.Tensor  # [G]
+    beta: float
+
+
+def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Tensor, step: int,
+          cfg: GeneratorTrainConfig, spectral: losses.SpectralRegularizer | None = None) -> NelboTerms:
+    params, kls = model(images, conditions)
+    x = images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+    recon = losses.dmol_nll(x, params, model.cfg.mixtures)
+    kl_all = torch.stack(kls, dim=1)  # [N, G]
+    beta = losses.kl_warmup(step, int(cfg.kl_warmup_fraction * cfg.steps))
+    alpha = losses.group_alpha(model.group_areas, [s.groups for s in model.cfg.scales for _ in range(s.groups)])
+    if cfg.kl_balance:
+        kl_weighted, coeffs = losses.kl_balance(kl_all, beta, alpha)
+    else:
+        kl_weighted, coeffs = beta * kl_all.sum(1), torch.ones(kl_all.shape[1])
+    dims = float(np.prod(images.shape[1:]))
+    # NVAE weighs its regularisers against the per-image NELBO; this loss is per dimension, so
+    # their weights are divided by the number of dimensions as well
+    penalty = torch.zeros(())
+    if cfg.spectral_weight and spectral is not None:
+        penalty = penalty + cfg.spectral_weight * spectral()
+    if cfg.bn_weight:
+        penalty = penalty + cfg.bn_weight * losses.bn_scale_penalty(model)
+    loss = ((recon + kl_weighted).mean() + penalty) / dims
+    return NelboTerms(loss, (recon + kl_all.sum(1)).detach(), recon.detach(), kl_all.detach().mean(0), coeffs, beta)
+
+
+class EMA(torch.nn.Module):
+    """Exponential moving average of a model's weights (the copy that gets exported)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, p in zip(self.shadow.parameters(), model.parameters(), strict=True):
+            e.lerp_(p, 1.0 - self.decay)
+        for e, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig, run: RunFolder,
+          progress=None) -> tuple[AttributeGenerator, EMA]:
+    """Images uint8 [N, 64, 64, 3] with conditions float [N, 5]; resumes from run/state.pt."""
+    torch.manual_seed(cfg.seed)
+    model = AttributeGenerator(cfg.model)
+    ema = EMA(model, cfg.ema_decay)
+    spectral = losses.SpectralRegularizer(model)
+    x_all, c_all = torch.from_numpy(images), torch.from_numpy(conditions.astype(np.float32))
+    head = 4  # index of head in CONDITIONS
+
+    def make_batch(step: int, gen: torch.Generator):
+        idx = torch.randint(len(x_all), (cfg.batch_size,), generator=gen)
+        x, c = x_all[idx], c_all[idx].clone()
+        if cfg.flip:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(2), x)
+            c[flip, head] = 1.0 - c[flip, head]
+        return x, c, step
+
+    def loss_fn(m: AttributeGenerator, batch) -> torch.Tensor:
+        x, c, step = batch
+        return nelbo(m, x, c, step, cfg, spectral).loss
+
+    loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
+    loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress,
+             on_step=lambda step: ema.update(model), extra_state={"ema": ema, "spectral": spectral})
+    return model, ema
+
+
+def export_spec(model: AttributeGenerator, version: str = "1"):
+    """The sampler graph: conditions, temperature and one explicit noise tensor per latent group
+    in, uint8 RGB NHWC images out — the same inputs give the same faces on every runtime."""
+    from training.data.conditions import CONDITIONS
+    from training.export import ExportSpec, TensorSpec
+
+    shapes = model.group_shapes
+    s = model.cfg.image_size
+
+    def make_inputs(batch: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(99 + batch)
+        feeds = {"conditions": rng.random((batch, len(CONDITIONS)), dtype=np.float32),
+                 "temperature": np.array(0.8, np.float32)}
+        for g, shape in enumerate(shapes):
+            feeds[f"noise_{g}"] = rng.standard_normal((batch, *shape), dtype=np.float32)
+        return feeds
+
+    inputs = (
+        TensorSpec("conditions", "float32", ("batch", len(CONDITIONS)), (0.0, 1.0), "the five conditions"),
+        TensorSpec("temperature", "float32", (), (0.0, 2.0), "scales every group's prior standard deviation"),
+        *(TensorSpec(f"noise_{g}", "float32", ("batch", *shape), None, "standard normal noise of latent group g")
+          for g, shape in enumerate(shapes)),
+    )
+    return ExportSpec(
+        model="generator",
+        version=version,
+        inputs=inputs,
+        outputs=(TensorSpec("images", "uint8", ("batch", s, s, 3), (0, 255), "RGB faces, NHWC"),),
+        make_inputs=make_inputs,
+        atol=1.0,  # uint8 output: a rounding boundary may flip by one level
+        varargs_from=2,  # Sampler.forward(conditions, temperature, *noise)
+        extra={
+            "image": {"height": s, "width": s, "channels": "RGB", "layout": "NHWC", "dtype": "uint8"},
+            "conditions": list(CONDITIONS),
+            "latent_groups": [list(sh) for sh in shapes],
+            "sampling": "z_g = mu_p + temperature * sigma_p * noise_g; image = mean of the logistic mixture",
+        },
+    )
