@@ -40,9 +40,9 @@ class ModelService:
     grpc_services: ClassVar[list[str]]
     default_grpc_port: ClassVar[int]
 
-    def init_model(self, register: Callable[[grpc.aio.Server], None]) -> None:
+    def init_model(self, register: Callable[[grpc.aio.Server], None], model_type=ImageModel) -> None:
         self.cfg = ServingConfig.from_env(self.model_name, grpc_port=self.default_grpc_port)
-        self.model = ImageModel(self.model_name, self.cfg)
+        self.model = model_type(self.model_name, self.cfg)
         self.grpc = GrpcServer(self.cfg.grpc_port, self.grpc_services, register, host=self.cfg.grpc_host)
         INSTANCES[self.model_name] = self
 

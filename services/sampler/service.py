@@ -1,0 +1,86 @@
+"""SamplerService: faces from the generator for requested conditions, over HTTP (BentoML) and
+gRPC (facegen.v1.SamplerService), on the shared serving core.
+
+    bentoml serve services.sampler.service:SamplerService --port 3003   # + gRPC on 50053
+
+The seed → noise mapping lives in services/sampler/model.py (numpy, documented there).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from pydantic import BaseModel, Field
+
+from services.core.bento import ModelService, port_check, status_app
+from services.core.images import encode_png
+from services.core.proto import pb, rpc
+from services.core.runtime import grpc_call, http_call, remaining
+from services.sampler.model import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, SamplerModel
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConditionsIn(BaseModel):
+    eyes: Unit = 0.5
+    mouth: Unit = 0.5
+    hair_color: Unit = 0.5
+    background: Unit = 0.5
+    head: Unit = 0.5
+
+
+def _faces(model: SamplerModel, spec, images: np.ndarray) -> list[tuple[bytes, int, dict[str, float]]]:
+    return [(encode_png(img), spec.seed + i, dict(zip(model.conditions, map(float, spec.conditions[i]), strict=True)))
+            for i, img in enumerate(images)]
+
+
+class SamplerServicer(rpc.SamplerServiceServicer):
+    def __init__(self, model: SamplerModel) -> None:
+        self.model = model
+
+    async def Sample(self, request, context):
+        async with grpc_call(self.model.metrics, "Sample", context):
+            names = self.model.conditions
+            conds = [[getattr(c, n) for n in names] for c in request.conditions]
+            temperature = request.temperature if request.HasField("temperature") else None
+            spec = self.model.validate(conds, request.count, temperature, request.seed)
+            images = await self.model.sample(spec, remaining(context))
+            faces = [pb.SampledFace(png=png, seed=seed, conditions=pb.Conditions(**c))
+                     for png, seed, c in _faces(self.model, spec, images)]
+            return pb.SampleResponse(faces=faces, model=pb.ModelInfo(**self.model.info), temperature=spec.temperature)
+
+
+@bentoml.asgi_app(status_app("sampler"), path="/v1")
+@bentoml.service(name="facegen-sampler", workers=1, traffic={"timeout": 120, "max_concurrency": 256})
+class SamplerService(ModelService):
+    model_name = "sampler"
+    grpc_services = ["facegen.v1.SamplerService"]
+    default_grpc_port = 50053
+    check_ports = port_check("sampler", 50053)
+
+    def __init__(self) -> None:
+        self.init_model(lambda server: rpc.add_SamplerServiceServicer_to_server(SamplerServicer(self.model), server),
+                        model_type=SamplerModel)
+
+    @bentoml.api(route="/sample")
+    async def sample(
+        self,
+        conditions: list[ConditionsIn],
+        count: Annotated[int, Field(ge=0, le=1024)] = 0,
+        temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE,
+        seed: Annotated[int, Field(ge=0, lt=2**63)] = 0,
+    ) -> dict:
+        """Faces as base64 PNGs: one per conditions entry, or `count` faces for a single entry."""
+
+        async def work():
+            names = self.model.conditions
+            spec = self.model.validate([[getattr(c, n) for n in names] for c in conditions], count, temperature, seed)
+            images = await self.model.sample(spec)
+            faces = [{"png": base64.b64encode(png).decode(), "seed": s, "conditions": c}
+                     for png, s, c in _faces(self.model, spec, images)]
+            return {"faces": faces, "model": self.model.info, "temperature": spec.temperature}
+
+        return await http_call(self.model.metrics, "sample", work)

@@ -1,0 +1,77 @@
+"""`facegen-train generator`: train the conditional NVAE on conditions.csv, evaluate, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from training.cli_filter import _open
+
+
+@click.command("generator")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--conditions", "conditions_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="file + five conditions per training image (default: <data>/conditions.csv, "
+                                 "written by `facegen-train label`)")
+@click.option("--preset", type=click.Choice(["tiny", "default", "celeba64"]), default="default", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config field, e.g. steps=3000")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/generator"), show_default=True)
+@click.option("--attributes", "attribute_export", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("exports/attributes/1"), show_default=True, help="measures condition fidelity")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="export the EMA sampler here, e.g. exports/generator/1")
+def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir) -> None:
+    """Train the generator, report bits/dim, KL per group, sample and sweep grids, fidelity."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from training import config as config_io
+    from training.data.conditions import CONDITIONS
+    from training.data.labels import read_conditions_csv
+    from training.data.loader import load_images, split_of
+    from training.data.preprocess import Preprocess
+    from training.eval_generator import condition_fidelity, held_out, sample_grids
+    from training.run_state import RunFolder
+    from training.train_generator import TRAIN_PRESETS, train
+
+    try:
+        cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
+        run = RunFolder(out, cfg)
+        conds = read_conditions_csv(conditions_csv or data / "conditions.csv")
+    except ValueError as exc:
+        raise click.ClickException(f"{exc} (run `facegen-train select` and `facegen-train label` first)") from exc
+    ds = _open(data)
+    by_file = {r.file: r for r in ds.records}
+    records = [by_file[f] for f in sorted(conds) if f in by_file]
+    with tqdm(total=len(records), unit="img", desc="decode") as bar:
+        images, kept, problems = load_images(records, Preprocess(cfg.model.image_size, cfg.model.image_size),
+                                             progress=bar.update)
+    c = np.array([[conds[r.file][k] for k in CONDITIONS] for r in kept], np.float32)
+    is_val = np.array([split_of(r.file, cfg.seed, 0.05, 0.0) == "val" for r in kept])
+    click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
+    with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
+        def progress(step, m):
+            bar.n = step + 1
+            bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
+            bar.refresh()
+
+        _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=progress)
+    model = ema.shadow.eval()
+    report = {"held_out": held_out(model, images[is_val], c[is_val]),
+              "grids": [str(p) for p in sample_grids(model, run.root)]}
+    if attribute_export.exists():
+        report["condition_fidelity"] = condition_fidelity(model, attribute_export)
+    (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    run.close()
+    click.echo(json.dumps(report, indent=2))
+    if export_dir is not None:
+        from training.export import export_model
+        from training.models.generator import Sampler
+        from training.train_generator import export_spec
+
+        card = {"training_data": {"root": str(data), "images": int((~is_val).sum())},
+                "config": config_io.to_dict(cfg), "metrics": report}
+        card = export_model(Sampler(model), export_spec(model, version=export_dir.name), export_dir, card)
+        click.echo(f"exported to {export_dir} ({card['onnx_bytes'] / 1e6:.2f} MB)")
