@@ -120,9 +120,21 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
         x, c, step = batch
         return nelbo(m, x, c, step, cfg, spectral).loss
 
+    def on_step(step: int) -> None:
+        ema.update(model)
+        if (step + 1) % cfg.eval_every == 0:  # a sample grid every eval_every steps, from the EMA weights
+            from training.eval_generator import grid, noise_for
+
+            rng = np.random.default_rng(cfg.seed)
+            cond = torch.from_numpy(rng.random((8, model.cfg.n_conditions), dtype=np.float32))
+            with torch.no_grad():
+                faces = ema.shadow.eval().sample(cond, noise_for(ema.shadow, 8, cfg.seed), 0.8).numpy()
+            (run.root / "grids").mkdir(exist_ok=True)
+            grid(faces, 8).save(run.root / "grids" / f"step{step + 1:06d}.png")
+
     loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
-    loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress,
-             on_step=lambda step: ema.update(model), extra_state={"ema": ema, "spectral": spectral})
+    loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress, on_step=on_step,
+             extra_state={"ema": ema, "spectral": spectral})
     return model, ema
 
 
