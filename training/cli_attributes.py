@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from training.cli_filter import _open
+from training.cli_filter import _open, step_progress
 
 
 @click.command("attributes")
@@ -41,12 +41,7 @@ def attributes_cmd(data, hand_labels, preset, overrides, out, export_dir) -> Non
         click.echo(f"  skipped {p}", err=True)
     splits = split(labelled, cfg)
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        def progress(step, m):
-            bar.n = step + 1
-            bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
-            bar.refresh()
-
-        model = train(splits, cfg, run, progress=progress)
+        model = train(splits, cfg, run, progress=step_progress(bar))
     outside = None
     truth_csv = data / "labels.csv"
     if truth_csv.exists() and cfg.eval_outside:  # ground truth is known (the procedural set)

@@ -17,6 +17,17 @@ def _open(data: Path):
         raise click.ClickException(str(exc)) from exc
 
 
+def step_progress(bar):
+    """A training-loop progress callback that moves a tqdm bar and shows the loss."""
+
+    def progress(step: int, metrics: dict) -> None:
+        bar.n = step + 1
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+        bar.refresh()
+
+    return progress
+
+
 @click.command("filter")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="dataset with Female/ and Male/ folders (or CelebA)")
@@ -46,12 +57,7 @@ def filter_cmd(data, preset, overrides, out, export_dir) -> None:
     for p in [*ds.problems, *problems][:20]:
         click.echo(f"  skipped {p}", err=True)
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        def progress(step, m):
-            bar.n = step + 1
-            bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
-            bar.refresh()
-
-        model = train(splits, cfg, run, progress=progress)
+        model = train(splits, cfg, run, progress=step_progress(bar))
     report = calibrate_and_report(model, splits, run)
     run.close()
     click.echo(json.dumps(report, indent=2))

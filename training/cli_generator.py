@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from training.cli_filter import _open
+from training.cli_filter import _open, step_progress
 
 
 @click.command("generator")
@@ -52,12 +52,7 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     is_val = np.array([split_of(r.file, cfg.seed, 0.05, 0.0) == "val" for r in kept])
     click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        def progress(step, m):
-            bar.n = step + 1
-            bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
-            bar.refresh()
-
-        _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=progress)
+        _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=step_progress(bar))
     model = ema.shadow.eval()
     report = {"held_out": held_out(model, images[is_val], c[is_val]),
               "grids": [str(p) for p in sample_grids(model, run.root)]}

@@ -59,6 +59,33 @@ class ExportSpec:
     varargs_from: int | None = None
 
 
+def image_model_spec(model: str, version: str, size: int, outputs: tuple[TensorSpec, ...],
+                     extra: dict[str, Any] | None = None, seed: int = 1234) -> ExportSpec:
+    """The spec of a model that reads uint8 RGB NHWC face images (the filter, the attribute
+    model, the critic): the input, its parity inputs and the preprocessing contract."""
+
+    def make_inputs(batch: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed + batch)
+        return {"images": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)}
+
+    return ExportSpec(
+        model=model,
+        version=version,
+        inputs=(TensorSpec("images", "uint8", ("batch", size, size, 3), (0, 255), "RGB face images, NHWC"),),
+        outputs=outputs,
+        make_inputs=make_inputs,
+        atol=1e-5,
+        extra={
+            "image": {"height": size, "width": size, "channels": "RGB", "layout": "NHWC", "dtype": "uint8"},
+            "preprocessing": {
+                "in_graph": ["uint8 → float32", "x · 2/255 − 1 (range [-1, 1])", "NHWC → NCHW"],
+                "caller": f"decode to RGB; centre-crop to the aspect ratio; resize to {size}×{size} bicubic",
+            },
+            **(extra or {}),
+        },
+    )
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:

@@ -164,30 +164,15 @@ def load_trained(run_dir: Path) -> tuple[AttributeNet, AttributeTrainConfig]:
 def export_spec(cfg: AttributeTrainConfig, version: str = "1"):
     """uint8 RGB NHWC images in, conditions [N, 5] in [0, 1] out (order in the signature)."""
     from training.data.conditions import MEANING
-    from training.export import ExportSpec, TensorSpec
+    from training.export import TensorSpec, image_model_spec
 
-    s = cfg.model.image_size
-
-    def make_inputs(batch: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(4321 + batch)
-        return {"images": rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)}
-
-    return ExportSpec(
-        model="attributes",
-        version=version,
-        inputs=(TensorSpec("images", "uint8", ("batch", s, s, 3), (0, 255), "RGB face images, NHWC"),),
+    return image_model_spec(
+        "attributes", version, cfg.model.image_size, seed=4321,
         outputs=(TensorSpec("conditions", "float32", ("batch", len(CONDITIONS)), (0.0, 1.0),
                             "the five conditions, in the order of `conditions`"),),
-        make_inputs=make_inputs,
-        atol=1e-5,
         extra={
-            "image": {"height": s, "width": s, "channels": "RGB", "layout": "NHWC", "dtype": "uint8"},
             "conditions": list(CONDITIONS),
             "condition_meaning": MEANING,
-            "preprocessing": {
-                "in_graph": ["uint8 → float32", "x · 2/255 − 1 (range [-1, 1])", "NHWC → NCHW"],
-                "caller": f"decode to RGB; centre-crop to the aspect ratio; resize to {s}×{s} bicubic",
-            },
             "regions": {"eye_box": list(cfg.model.eye_box), "mouth_box": list(cfg.model.mouth_box),
                         "used": cfg.model.region_features},
         },

@@ -149,29 +149,10 @@ def load_trained(run_dir: Path) -> tuple[FilterNet, FilterTrainConfig]:
 
 def export_spec(cfg: FilterTrainConfig, version: str = "1"):
     """The filter's signature: uint8 RGB NHWC images in, calibrated P(female) out."""
-    from training.data.preprocess import Preprocess
-    from training.export import ExportSpec, TensorSpec
+    from training.export import TensorSpec, image_model_spec
 
-    s = cfg.model.image_size
-    pre = Preprocess(height=s, width=s)
-
-    def make_inputs(batch: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(1234 + batch)
-        return {"images": rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)}
-
-    return ExportSpec(
-        model="filter",
-        version=version,
-        inputs=(TensorSpec("images", "uint8", ("batch", s, s, 3), (0, 255), "RGB face images, NHWC"),),
+    return image_model_spec(
+        "filter", version, cfg.model.image_size,
         outputs=(TensorSpec("p_female", "float32", ("batch",), (0.0, 1.0), "calibrated P(female)"),),
-        make_inputs=make_inputs,
-        atol=1e-5,
-        extra={
-            "image": {"height": s, "width": s, "channels": "RGB", "layout": "NHWC", "dtype": "uint8"},
-            "preprocessing": {
-                "in_graph": ["uint8 → float32", "x · 2/255 − 1 (range [-1, 1])", "NHWC → NCHW"],
-                "caller": f"decode to RGB; centre-crop to the aspect ratio; resize to {pre.height}×{pre.width} bicubic",
-            },
-            "decision": {"default_threshold": 0.9, "calibration": "temperature scaling (in graph)"},
-        },
+        extra={"decision": {"default_threshold": 0.9, "calibration": "temperature scaling (in graph)"}},
     )

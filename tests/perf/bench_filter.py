@@ -8,19 +8,10 @@ PyTorch weights come from the training run folder (model.pt); without one, only 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def rate(fn, batch: int, seconds: float) -> float:
-    fn()  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        n += batch
-    return n / (time.perf_counter() - t0)
+from timing import rate  # tests/perf/timing.py (the script's folder is on sys.path)
 
 
 def main() -> None:

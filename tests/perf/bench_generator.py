@@ -12,8 +12,9 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import rate  # tests/perf/timing.py (the script's folder is on sys.path)
 
 STEP_PROBE = r"""
 import json, resource, sys, time, torch
@@ -36,13 +37,6 @@ print(json.dumps({"preset": name, "batch": batch, "params_M": sum(p.numel() for 
 """
 
 
-def rate(fn, batch: int, seconds: float = 3.0) -> float:
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        n += batch
-    return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
