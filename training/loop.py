@@ -3,16 +3,24 @@
 
 A run draws its batch for step s from a generator seeded with (seed, s), so an interrupted run
 resumed from state.pt continues exactly as the uninterrupted one would have.
+
+Devices: CUDA when available (the model, each batch and the extra state move there), else CPU.
+Multi-GPU: launched by `torchrun --nproc_per_node=K`, WORLD_SIZE > 1 starts a process group
+(NCCL on GPUs, gloo on CPUs) and, with `distributed=True`, wraps the model in
+DistributedDataParallel; each rank draws its own batches (seeded with its rank too), and only
+rank 0 logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from training.run_state import RunFolder, warmup_cosine
 
@@ -48,6 +56,30 @@ def train_step(model: torch.nn.Module, batch: Batch, opt: torch.optim.Optimizer,
     return {"loss": loss_v, "grad_norm": norm_v, "skipped": 0}
 
 
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def to_device(batch: Any, dev: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dev, non_blocking=True)
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(b, dev) for b in batch)
+    return batch
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
 def fit(
     model: torch.nn.Module,
     cfg: LoopConfig,
@@ -58,28 +90,47 @@ def fit(
     progress: Callable[[int, dict], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     extra_state: dict[str, Any] | None = None,
+    distributed: bool = False,
 ) -> torch.nn.Module:
     """Train `model` for cfg.steps, resuming from run/state.pt when it exists.
 
     `on_step(step)` runs after each update (e.g. an EMA of the weights); `extra_state` holds more
-    objects with a state_dict (the EMA weights, a regulariser's buffers) saved with the run."""
+    objects with a state_dict (the EMA weights, a regulariser's buffers) saved with the run.
+    `distributed=True` allows DDP under torchrun; the loss must then go through the model's
+    forward (DDP synchronises gradients of forward passes only)."""
     extra_state = extra_state or {}
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    rank, world = init_distributed() if distributed else (0, 1)
+    dev = device()
+    model.to(dev)
+    for v in extra_state.values():
+        if isinstance(v, torch.nn.Module):
+            v.to(dev)
+    trained = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
     start = run.load_state(model=model, opt=opt, sched=sched, **extra_state)
+    lead = rank == 0
     for step in range(start, cfg.steps):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        m = train_step(model, make_batch(step, gen), opt, loss_fn, cfg.clip_grad_norm)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7919 * rank)
+        m = train_step(trained, to_device(make_batch(step, gen), dev), opt, loss_fn, cfg.clip_grad_norm)
         sched.step()
         if on_step is not None and not m["skipped"]:
             on_step(step)
-        run.log(step, lr=sched.get_last_lr()[0], **m)
-        if progress:
-            progress(step, m)
+        if lead:
+            run.log(step, lr=sched.get_last_lr()[0], **m)
+            if progress:
+                progress(step, m)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            if evaluate is not None:
+            if lead and evaluate is not None:
                 run.log(step, **evaluate(model))
-            run.save_state(step + 1, model=model, opt=opt, sched=sched, **extra_state)
+            if lead:
+                run.save_state(step + 1, model=model, opt=opt, sched=sched, **extra_state)
+    if world > 1:
+        dist.barrier()
     return model

@@ -105,7 +105,7 @@ class SpectralRegularizer(nn.Module):
             self.register_buffer(f"v{i}", F.normalize(torch.randn(cols, generator=gen), dim=0))
 
     def forward(self) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.convs[0].weight.device) if self.convs else torch.zeros(())
         for i, conv in enumerate(self.convs):
             w = conv.weight.flatten(1)
             u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")

@@ -57,7 +57,8 @@ class NelboTerms:
 
 def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Tensor, step: int,
           cfg: GeneratorTrainConfig, spectral: losses.SpectralRegularizer | None = None) -> NelboTerms:
-    params, kls = model(images, conditions)
+    params, kls = model(images, conditions)  # through forward: a DDP wrapper syncs its gradients
+    model = getattr(model, "module", model)  # the network itself, for its config
     x = images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
     recon = losses.dmol_nll(x, params, model.cfg.mixtures)
     kl_all = torch.stack(kls, dim=1)  # [N, G]
@@ -66,11 +67,11 @@ def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Ten
     if cfg.kl_balance:
         kl_weighted, coeffs = losses.kl_balance(kl_all, beta, alpha)
     else:
-        kl_weighted, coeffs = beta * kl_all.sum(1), torch.ones(kl_all.shape[1])
+        kl_weighted, coeffs = beta * kl_all.sum(1), torch.ones(kl_all.shape[1], device=kl_all.device)
     dims = float(np.prod(images.shape[1:]))
     # NVAE weighs its regularisers against the per-image NELBO; this loss is per dimension, so
     # their weights are divided by the number of dimensions as well
-    penalty = torch.zeros(())
+    penalty = torch.zeros((), device=images.device)
     if cfg.spectral_weight and spectral is not None:
         penalty = penalty + cfg.spectral_weight * spectral()
     if cfg.bn_weight:
@@ -126,15 +127,19 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
             from training.eval_generator import grid, noise_for
 
             rng = np.random.default_rng(cfg.seed)
-            cond = torch.from_numpy(rng.random((8, model.cfg.n_conditions), dtype=np.float32))
+            dev = next(ema.shadow.parameters()).device
+            cond = torch.from_numpy(rng.random((8, model.cfg.n_conditions), dtype=np.float32)).to(dev)
+            noise = [z.to(dev) for z in noise_for(ema.shadow, 8, cfg.seed)]
             with torch.no_grad():
-                faces = ema.shadow.eval().sample(cond, noise_for(ema.shadow, 8, cfg.seed), 0.8).numpy()
+                faces = ema.shadow.eval().sample(cond, noise, 0.8).cpu().numpy()
             (run.root / "grids").mkdir(exist_ok=True)
             grid(faces, 8).save(run.root / "grids" / f"step{step + 1:06d}.png")
 
     loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
     loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress, on_step=on_step,
-             extra_state={"ema": ema, "spectral": spectral})
+             extra_state={"ema": ema, "spectral": spectral}, distributed=True)
+    model.cpu()
+    ema.cpu()
     return model, ema
 
 
