@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from training import loop
 from training.data.conditions import CONDITIONS
 from training.data.dataset import Dataset
-from training.data.labels import read_conditions_csv
 from training.data.loader import load_images, split_of
 from training.data.preprocess import Preprocess
 from training.models.attributes import ATTRIBUTE_PRESETS, AttributeConfig, AttributeNet
@@ -177,7 +176,3 @@ def export_spec(cfg: AttributeTrainConfig, version: str = "1"):
                         "used": cfg.model.region_features},
         },
     )
-
-
-def hand_labelled(root: Path, hand_csv: Path | None = None) -> dict[str, dict[str, float]]:
-    return read_conditions_csv(hand_csv or root / "hand_labels.csv")

@@ -94,10 +94,6 @@ def status_app(model_name: str, routes: list[BaseRoute] = ()) -> Starlette:
     return Starlette(routes=[Route("/status", status), *routes])
 
 
-def instance(model_name: str) -> ModelService | None:
-    return INSTANCES.get(model_name)
-
-
 async def body_images(request: Request) -> list:
     """Images from a request body: one encoded image, or (Content-Type application/octet-stream)
     raw RGB pixels of n images shaped by X-Height and X-Width headers. Used by the body-only
