@@ -67,6 +67,14 @@ class RunFolder:
             self._tb.close()
 
 
+def load_trained(run_dir: Path, cfg_type: type, build) -> tuple[torch.nn.Module, Any]:
+    """(model in eval mode, its run config) from a finished run folder's config.json + model.pt."""
+    cfg = config_io.load(cfg_type, Path(run_dir) / "config.json")
+    model = build(cfg.model)
+    model.load_state_dict(torch.load(Path(run_dir) / "model.pt", map_location="cpu"))
+    return model.eval(), cfg
+
+
 def _tensorboard(path: Path):
     """TensorBoard event files when the `tensorboard` package is installed; the JSONL log always."""
     try:

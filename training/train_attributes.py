@@ -152,12 +152,9 @@ def outside_files(ds: Dataset, truth: dict[str, dict[str, float]], hand: set[str
 
 
 def load_trained(run_dir: Path) -> tuple[AttributeNet, AttributeTrainConfig]:
-    from training import config as config_io
+    from training import run_state
 
-    cfg = config_io.load(AttributeTrainConfig, run_dir / "config.json")
-    model = AttributeNet(cfg.model)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu"))
-    return model.eval(), cfg
+    return run_state.load_trained(run_dir, AttributeTrainConfig, AttributeNet)
 
 
 def export_spec(cfg: AttributeTrainConfig, version: str = "1"):

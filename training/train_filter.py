@@ -139,12 +139,9 @@ def calibrate_and_report(model: FilterNet, splits: Splits, run: RunFolder) -> di
 
 
 def load_trained(run_dir: Path) -> tuple[FilterNet, FilterTrainConfig]:
-    from training import config as config_io
+    from training import run_state
 
-    cfg = config_io.load(FilterTrainConfig, run_dir / "config.json")
-    model = FilterNet(cfg.model)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu"))
-    return model.eval(), cfg
+    return run_state.load_trained(run_dir, FilterTrainConfig, FilterNet)
 
 
 def export_spec(cfg: FilterTrainConfig, version: str = "1"):
