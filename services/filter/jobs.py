@@ -92,6 +92,7 @@ class DatasetJob:
         self.dir = jobs_dir / job_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint = self.dir / "decisions.jsonl"
+        self.result: dict | None = None  # the summary, once run() has written selection.csv
         self.csv_path = self.dir / "selection.csv"
         meta = {"dataset": str(root), "threshold": threshold}
         meta_path = self.dir / "job.json"
@@ -116,7 +117,8 @@ class DatasetJob:
         return {"total": total, "done": len(self.done())}
 
     async def run(self, score: Score, height: int, width: int) -> AsyncIterator[Decision]:
-        """Yield a Decision per file not yet decided, checkpointing each chunk; then write the CSV."""
+        """Yield a Decision per file not yet decided, checkpointing each chunk; then write the CSV
+        and keep its summary in `self.result`."""
         files = list_files(self.root)
         done = self.done()
         todo = [f for f in files if f not in done]
@@ -141,7 +143,7 @@ class DatasetJob:
                 os.fsync(ck.fileno())
                 for d in batch:
                     yield d
-        self.write_csv(files)
+        self.result = self.write_csv(files)
 
     def _decide(self, file: str, p: float | None, decoded) -> Decision:
         if p is None:

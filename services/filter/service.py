@@ -25,7 +25,7 @@ from services.core.errors import BadRequest
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, decode_proto_image, grpc_call, http_call, remaining
-from services.filter.jobs import DatasetJob, extract_archive, job_id_for, list_files, resolve_dataset
+from services.filter.jobs import DatasetJob, extract_archive, job_id_for, resolve_dataset
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -67,8 +67,7 @@ class FilterCore:
     async def finish(self, job: DatasetJob) -> dict:
         async for _ in self.run_job(job):
             pass
-        summary = job.write_csv(list_files(job.root))
-        return {"summary": summary, "selection_csv": job.csv_path.read_text()}
+        return {"summary": job.result, "selection_csv": job.csv_path.read_text()}
 
 
 class FilterServicer(rpc.FilterServiceServicer):
@@ -90,7 +89,7 @@ class FilterServicer(rpc.FilterServiceServicer):
                 if d.p_female is not None:
                     decision.p_female = d.p_female
                 yield pb.FilterDatasetEvent(decision=decision)
-            yield pb.FilterDatasetEvent(summary=pb.Summary(**job.summary(list_files(job.root))))
+            yield pb.FilterDatasetEvent(summary=pb.Summary(**job.result))
 
 
 async def _classify_body(svc: FilterService, decoded: list[np.ndarray]) -> dict:
