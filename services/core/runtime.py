@@ -60,18 +60,16 @@ class ServingConfig:
         return cls(**values)
 
 
-class ImageModel:
-    """An exported image model (uint8 NHWC in) behind a micro-batcher."""
+class BatchedModel:
+    """An exported model behind a micro-batcher, with its metrics: what every served model shares.
+    Subclasses implement `_run(x) -> outputs` for one batch of packed rows."""
 
-    def __init__(self, name: str, cfg: ServingConfig) -> None:
+    def __init__(self, name: str, cfg: ServingConfig, export_name: str | None = None) -> None:
         self.name, self.cfg = name, cfg
-        self.export: Export = read_export(cfg.export or REPO / "exports" / name / "1")
+        self.export: Export = read_export(cfg.export or REPO / "exports" / (export_name or name) / "1")
         self.session, self.provider = create_session(
             self.export, cfg.device, cfg.intra_op_threads, spin=bool(cfg.ort_spin)
         )
-        self.height, self.width = self.export.image_size
-        self.input_name = self.export.input()["name"]
-        self.output_names = [o["name"] for o in self.export.signature["outputs"]]
         self.metrics = ServiceMetrics(name)
         self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
         self.batcher = MicroBatcher(
@@ -79,11 +77,29 @@ class ImageModel:
         )
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
+        raise NotImplementedError
 
     @property
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": str(self.export.signature.get("version")), "provider": self.provider}
+
+    async def submit(self, x: np.ndarray, timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """Run rows `x` through the batcher within the caller's deadline, capped by cfg.timeout_s."""
+        timeout = min(timeout_s or self.cfg.timeout_s, self.cfg.timeout_s)
+        return await asyncio.wait_for(self.batcher.submit(x, time.monotonic() + timeout), timeout)
+
+
+class ImageModel(BatchedModel):
+    """An exported image model (uint8 NHWC in)."""
+
+    def __init__(self, name: str, cfg: ServingConfig) -> None:
+        super().__init__(name, cfg)
+        self.height, self.width = self.export.image_size
+        self.input_name = self.export.input()["name"]
+        self.output_names = [o["name"] for o in self.export.signature["outputs"]]
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
 
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
         """Decoded RGB images of any size → one uint8 NHWC batch at the model's size."""
@@ -94,8 +110,7 @@ class ImageModel:
         return np.stack([imgs.fit(i, self.height, self.width) for i in images])
 
     async def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> dict[str, np.ndarray]:
-        timeout = min(timeout_s or self.cfg.timeout_s, self.cfg.timeout_s)
-        return await asyncio.wait_for(self.batcher.submit(batch, time.monotonic() + timeout), timeout)
+        return await self.submit(batch, timeout_s)
 
 
 def decode_proto_image(msg) -> np.ndarray:

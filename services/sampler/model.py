@@ -13,11 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.core.batcher import MicroBatcher
 from services.core.errors import BadRequest
-from services.core.exports import Export, create_session, read_export
-from services.core.metrics import ServiceMetrics
-from services.core.runtime import REPO, ServingConfig
+from services.core.runtime import BatchedModel, ServingConfig
 
 DEFAULT_TEMPERATURE = 0.8
 MAX_TEMPERATURE = 2.0
@@ -35,27 +32,16 @@ def noise_for(seed: int, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
     return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
 
 
-class SamplerModel:
+class SamplerModel(BatchedModel):
     """The exported generator behind a micro-batcher. Rows of one batch may ask for different
     temperatures: each distinct temperature is one ONNX Runtime call."""
 
     def __init__(self, name: str, cfg: ServingConfig) -> None:
-        self.name, self.cfg = name, cfg
-        self.export: Export = read_export(cfg.export or REPO / "exports" / "generator" / "1")
-        self.session, self.provider = create_session(self.export, cfg.device, cfg.intra_op_threads,
-                                                     spin=bool(cfg.ort_spin))
+        super().__init__(name, cfg, export_name="generator")
         sig = self.export.signature
         self.conditions = sig["conditions"]
         self.shapes = [tuple(s) for s in sig["latent_groups"]]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.metrics = ServiceMetrics(name)
-        self.metrics.model_loaded(name, str(sig.get("version")), self.provider)
-        self.batcher = MicroBatcher(self._run, cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue,
-                                    self.metrics.batch, self.metrics.queue)
-
-    @property
-    def info(self) -> dict[str, str]:
-        return {"name": self.name, "version": str(self.export.signature.get("version")), "provider": self.provider}
 
     def validate(self, conditions: list[list[float]], count: int, temperature: float | None, seed: int) -> SampleSpec:
         if temperature is None:
@@ -105,9 +91,4 @@ class SamplerModel:
         return {"images": out}
 
     async def sample(self, spec: SampleSpec, timeout_s: float | None = None) -> np.ndarray:
-        import asyncio
-        import time
-
-        timeout = min(timeout_s or self.cfg.timeout_s, self.cfg.timeout_s)
-        out = await asyncio.wait_for(self.batcher.submit(self.rows(spec), time.monotonic() + timeout), timeout)
-        return out["images"]
+        return (await self.submit(self.rows(spec), timeout_s))["images"]
