@@ -34,6 +34,7 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     from training.data.preprocess import Preprocess
     from training.eval_generator import condition_fidelity, held_out, sample_grids
     from training.run_state import RunFolder
+    from training.loop import finish_distributed
     from training.train_generator import TRAIN_PRESETS, train
 
     try:
@@ -53,6 +54,8 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=step_progress(bar))
+    if not finish_distributed():
+        return  # under torchrun, rank 0 alone evaluates and exports
     model = ema.shadow.eval()
     report = {"held_out": held_out(model, images[is_val], c[is_val]),
               "grids": [str(p) for p in sample_grids(model, run.root)]}

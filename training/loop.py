@@ -80,6 +80,19 @@ def init_distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def finish_distributed() -> bool:
+    """Leave the process group; True on the lead rank (or when not distributed).
+
+    Without this, gloo's threads are still alive at interpreter exit and the process aborts
+    ("terminate called without an active exception"), so torchrun reports a failed rank."""
+    if not dist.is_initialized():
+        return True
+    lead = dist.get_rank() == 0
+    dist.barrier()
+    dist.destroy_process_group()
+    return lead
+
+
 def fit(
     model: torch.nn.Module,
     cfg: LoopConfig,
