@@ -33,8 +33,8 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     from training.data.loader import load_images, split_of
     from training.data.preprocess import Preprocess
     from training.eval_generator import condition_fidelity, held_out, sample_grids
-    from training.run_state import RunFolder
     from training.loop import finish_distributed
+    from training.run_state import RunFolder
     from training.train_generator import TRAIN_PRESETS, train
 
     try:

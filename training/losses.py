@@ -8,6 +8,11 @@ Generator (NVAE, Vahdat & Kautz 2020):
   no group collapses (NVAE App. A, "KL balancing");
 - `SpectralRegularizer`: λ·Σ σ_max(W) over conv layers, σ_max by power iteration (§3.2, eq. 5);
 - `bn_scale_penalty`: penalises large BatchNorm scales (NVAE's weight_decay_norm term).
+
+Critic and refiner (SimGAN, Shrivastava et al. 2017):
+- `patch_bce`: every region of the critic's map is one real/fake decision (§2.3, local adversarial loss);
+- `refiner_losses`: adversarial + self-regularisation (eq. 4, L1 to the input) + condition
+  consistency through a frozen attribute model, so a retouch never changes the requested conditions.
 """
 
 from __future__ import annotations
@@ -117,3 +122,27 @@ class SpectralRegularizer(nn.Module):
                 getattr(self, f"v{i}").copy_(v)
             total = total + torch.dot(u, w @ v)  # σ_max estimate, differentiable in W
         return total
+
+
+def patch_bce(patch_logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Mean binary cross-entropy over every region of a [N, R, R] logit map."""
+    target = torch.ones_like(patch_logits) if real else torch.zeros_like(patch_logits)
+    return F.binary_cross_entropy_with_logits(patch_logits, target)
+
+
+def refiner_losses(refined: torch.Tensor, inputs: torch.Tensor, critic: nn.Module, attributes: nn.Module,
+                   self_regularisation: float, condition: float) -> dict[str, torch.Tensor]:
+    """The refiner's objective for float NHWC images in [0, 255] (refined keeps its graph).
+
+    adversarial: the critic should call every region of the refined image real;
+    self_regularisation: mean |refined − input| in [0, 1] units (keeps the retouch small and local);
+    condition: mean |attributes(refined) − attributes(input)|, the drift of the five conditions.
+    Gradients flow through the critic and the attribute model into `refined` only; the caller
+    keeps both models' parameters out of the refiner's optimiser."""
+    adversarial = patch_bce(critic.patch_logits(refined), real=True)
+    regularisation = (refined - inputs).abs().mean() / 255.0
+    with torch.no_grad():
+        wanted = attributes(inputs)
+    drift = (attributes(refined) - wanted).abs().mean()
+    total = adversarial + self_regularisation * regularisation + condition * drift
+    return {"loss": total, "adversarial": adversarial, "self_regularisation": regularisation, "condition": drift}

@@ -1,0 +1,122 @@
+"""CriticService: realness of faces (overall and per region) and their retouch, over HTTP
+(BentoML) and gRPC (facegen.v1.CriticService), on the shared serving core.
+
+    bentoml serve services.critic.service:CriticService --port 3004   # + gRPC on 50054
+
+Two exports: the critic (exports/critic/1, scores) and the refiner (exports/refiner/1, which
+carries the critic that flags the regions to retouch inside its graph). Both are feed-forward
+ONNX graphs behind their own micro-batchers. Settings (env): FACEGEN_CRITIC_EXPORT,
+FACEGEN_REFINER_EXPORT, FACEGEN_CRITIC_GRPC_PORT and the common FACEGEN_* serving variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import bentoml
+import numpy as np
+
+from services.core import images as imgs
+from services.core.bento import ModelService, body_route, port_check, status_app
+from services.core.proto import pb, rpc
+from services.core.runtime import ImageModel, ServingConfig, decode_proto_image, grpc_call, http_call, remaining
+
+
+def _realness(out: dict[str, np.ndarray]) -> list[dict]:
+    return [{"realness": float(r), "realness_map": m.astype(float).round(4).tolist()}
+            for r, m in zip(out["realness"], out["realness_map"], strict=True)]
+
+
+async def score(critic: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> list[dict]:
+    return _realness(await critic.infer(critic.prepare(decoded), timeout_s))
+
+
+async def retouch(critic: ImageModel, refiner: ImageModel, decoded: list[np.ndarray],
+                  timeout_s: float | None = None) -> tuple[np.ndarray, list[dict], list[dict]]:
+    """(retouched uint8 images, realness before, realness after)."""
+    batch = critic.prepare(decoded)
+    before, refined = await asyncio.gather(critic.infer(batch, timeout_s), refiner.infer(batch, timeout_s))
+    images = refined["retouched"]
+    after = await critic.infer(images, timeout_s)
+    return images, _realness(before), _realness(after)
+
+
+def _realness_pb(r: dict) -> pb.Realness:
+    m = np.asarray(r["realness_map"], np.float32)
+    return pb.Realness(realness=r["realness"], realness_map=pb.RealnessMap(size=m.shape[0], values=m.ravel().tolist()))
+
+
+class CriticServicer(rpc.CriticServiceServicer):
+    def __init__(self, svc: CriticService) -> None:
+        self.svc = svc
+
+    async def Score(self, request, context):
+        critic = self.svc.model
+        async with grpc_call(critic.metrics, "Score", context):
+            rows = await score(critic, [decode_proto_image(m) for m in request.images], remaining(context))
+            return pb.ScoreResponse(scores=[_realness_pb(r) for r in rows], model=pb.ModelInfo(**critic.info))
+
+    async def Retouch(self, request, context):
+        critic, refiner = self.svc.model, self.svc.refiner
+        async with grpc_call(critic.metrics, "Retouch", context):
+            decoded = [decode_proto_image(m) for m in request.images]
+            images, before, after = await retouch(critic, refiner, decoded, remaining(context))
+            h, w = images.shape[1:3]
+            faces = [pb.RetouchedFace(
+                image=pb.Image(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w)) if request.raw_output
+                else pb.Image(encoded=imgs.encode_png(img)),
+                before=_realness_pb(b), after=_realness_pb(a)) for img, b, a in zip(images, before, after, strict=True)]
+            return pb.RetouchResponse(faces=faces, critic=pb.ModelInfo(**critic.info), refiner=pb.ModelInfo(**refiner.info))
+
+
+async def _score_body(svc: CriticService, decoded: list[np.ndarray]) -> dict:
+    return {"scores": await score(svc.model, decoded), "model": svc.model.info}
+
+
+async def _retouch_body(svc: CriticService, decoded: list[np.ndarray]) -> dict:
+    images, before, after = await retouch(svc.model, svc.refiner, decoded)
+    faces = [{"png": base64.b64encode(imgs.encode_png(img)).decode(), "before": b, "after": a}
+             for img, b, a in zip(images, before, after, strict=True)]
+    return {"faces": faces, "critic": svc.model.info, "refiner": svc.refiner.info}
+
+
+@bentoml.asgi_app(status_app("critic", [body_route("critic", "score", _score_body),
+                                        body_route("critic", "retouch", _retouch_body)]), path="/v1")
+@bentoml.service(name="facegen-critic", workers=1, traffic={"timeout": 60, "max_concurrency": 512})
+class CriticService(ModelService):
+    model_name = "critic"
+    grpc_services = ["facegen.v1.CriticService"]
+    default_grpc_port = 50054
+    check_ports = port_check("critic", 50054)
+
+    def __init__(self) -> None:
+        # the refiner first: init_model registers the servicer, which needs both models
+        self.refiner = ImageModel("refiner", ServingConfig.from_env("refiner"))
+        self.init_model(lambda server: rpc.add_CriticServiceServicer_to_server(CriticServicer(self), server))
+
+    @bentoml.on_shutdown
+    async def close_refiner(self) -> None:
+        await self.refiner.batcher.close()
+
+    def status(self) -> dict:
+        return {**super().status(), "refiner": self.refiner.info}
+
+    @bentoml.api(route="/score")
+    async def score(self, images: list[Path]) -> dict:
+        """Realness and realness map for uploaded image files (multipart field `images`, repeatable)."""
+
+        async def work():
+            return await _score_body(self, [imgs.decode(f.read_bytes()) for f in images])
+
+        return await http_call(self.model.metrics, "score", work)
+
+    @bentoml.api(route="/retouch")
+    async def retouch(self, images: list[Path]) -> dict:
+        """Retouched faces (base64 PNG) with realness and map before and after."""
+
+        async def work():
+            return await _retouch_body(self, [imgs.decode(f.read_bytes()) for f in images])
+
+        return await http_call(self.model.metrics, "retouch", work)

@@ -1,0 +1,143 @@
+"""`facegen-train critic`: critic A, the refiner, independent critic B, evaluation, export."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from training.cli_filter import _open, step_progress
+
+GENERATED_SEEDS = {"a": 0, "b": 1_000_000, "eval": 2_000_000}  # disjoint generator seeds per use
+
+
+def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, attributes_run: Path,
+                     attribute_export: Path | None, cfg, out: Path, critic_export: Path | None,
+                     refiner_export: Path | None, echo=print) -> dict:
+    import numpy as np
+    from tqdm import tqdm
+
+    from training.data.conditions import CONDITIONS
+    from training.data.labels import read_conditions_csv
+    from training.data.loader import load_images, split_of
+    from training.data.preprocess import Preprocess
+    from training.eval_critic import before_after_grid, retouch_report, separation
+    from training.export import export_model
+    from training.generated import OnnxGenerator
+    from training.models.refiner import Retouch
+    from training.run_state import RunFolder
+    from training.train_attributes import load_trained as load_attributes
+    from training.train_critic import critic_export_spec, refiner_export_spec, train_critic, train_refiner
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    conds = read_conditions_csv(conditions_csv)
+    ds = _open(data)
+    records = [r for r in ds.records if r.file in conds]
+    size = cfg.critic.image_size
+    images, kept, problems = load_images(records, Preprocess(size, size))
+    files = [r.file for r in kept]
+    part = np.array([split_of(f, cfg.seed, cfg.val_fraction, 0.0) for f in files])
+    half = np.array([split_of(f, cfg.seed + 1, 0.5, 0.0) for f in files])  # 'val' here = split B
+    real = {"a": images[(part == "train") & (half == "train")], "b": images[(part == "train") & (half == "val")],
+            "eval": images[part == "val"]}
+    pool = np.array([[conds[f][c] for c in CONDITIONS] for f in files], np.float32)
+    generator = OnnxGenerator(generator_export, cfg.threads)
+    if generator.image_size != size:
+        raise click.ClickException(f"generator makes {generator.image_size}px faces; the critic expects {size}px")
+    fake = {k: generator.pool(pool, n, cfg.temperatures, GENERATED_SEEDS[k])
+            for k, n in (("a", cfg.generated), ("b", cfg.generated), ("eval", cfg.eval_faces))}
+    echo(f"real images: A {len(real['a'])}, B {len(real['b'])}, held out {len(real['eval'])} "
+         f"({len(problems)} unreadable); generated: {cfg.generated} per critic, {cfg.eval_faces} held out")
+    timings["data_s"] = time.perf_counter() - t0
+
+    runs = {k: RunFolder(out / k, cfg) for k in ("critic_a", "refiner", "critic_b")}
+
+    def stage(name: str, steps: int, fn):
+        t = time.perf_counter()
+        with tqdm(total=steps, desc=name, unit="step") as bar:
+            result = fn(step_progress(bar))
+        timings[f"{name}_s"] = time.perf_counter() - t
+        return result
+
+    critic_a = stage("critic_a", cfg.critic_steps,
+                     lambda p: train_critic(real["a"], fake["a"], cfg, runs["critic_a"], cfg.seed, p))
+    attributes, _ = load_attributes(attributes_run)
+    refiner = stage("refiner", cfg.refiner_steps,
+                    lambda p: train_refiner(critic_a, attributes, real["a"], fake["a"], cfg, runs["refiner"], p))
+    critic_b = stage("critic_b", cfg.critic_steps,
+                     lambda p: train_critic(real["b"], fake["b"], cfg, runs["critic_b"], cfg.independent_seed, p))
+
+    t = time.perf_counter()
+    critic_a, critic_b = critic_a.folded(), critic_b.folded()
+    retoucher = Retouch(refiner, critic_a).eval()
+    if attribute_export is not None and attribute_export.exists():
+        from training.select import OnnxImageModel
+
+        measure = OnnxImageModel(attribute_export)
+    else:
+        from training.train_attributes import predict
+
+        def measure(x):
+            return predict(attributes, x)
+    report = {"critic_a_held_out": separation(critic_a, real["eval"], fake["eval"]),
+              "critic_b_held_out": separation(critic_b, real["eval"], fake["eval"])}
+    report["retouch"], after = retouch_report(retoucher, critic_b, fake["eval"], real["eval"], measure)
+    report["grid"] = str(before_after_grid(critic_b, fake["eval"], after, out / "retouch_before_after.png"))
+    timings["evaluate_s"] = time.perf_counter() - t
+    report["timings"] = timings
+    for r in runs.values():
+        r.close()
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    card = {"training_data": {"root": str(data), "real_images": {k: len(v) for k, v in real.items()},
+                              "generator": str(generator_export), "generated_per_critic": cfg.generated},
+            "metrics": report}
+    from training import config as config_io
+
+    if critic_export is not None:
+        c = export_model(critic_b, critic_export_spec(cfg.critic, critic_export.name), critic_export,
+                         {**card, "config": config_io.to_dict(cfg.critic), "which": "independent critic B"})
+        echo(f"exported critic to {critic_export} ({c['onnx_bytes'] / 1e6:.2f} MB)")
+    if refiner_export is not None:
+        c = export_model(retoucher, refiner_export_spec(cfg.refiner, refiner_export.name), refiner_export,
+                         {**card, "config": config_io.to_dict(cfg), "which": "refiner + critic A (flags regions)"})
+        echo(f"exported refiner to {refiner_export} ({c['onnx_bytes'] / 1e6:.2f} MB)")
+    return report
+
+
+@click.command("critic")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--conditions", "conditions_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="the generator's training images (default: <data>/conditions.csv)")
+@click.option("--generator", "generator_export", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path("exports/generator/1"), show_default=True)
+@click.option("--attributes-run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path("runs/attributes"), show_default=True,
+              help="trained attribute model (PyTorch, for the condition-consistency gradient)")
+@click.option("--attributes", "attribute_export", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("exports/attributes/1"), show_default=True, help="measures condition drift")
+@click.option("--preset", type=click.Choice(["tiny", "default"]), default="default", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config field, e.g. refiner_steps=300")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/critic"), show_default=True)
+@click.option("--export-critic", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="e.g. exports/critic/1")
+@click.option("--export-refiner", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="e.g. exports/refiner/1")
+def critic_cmd(data, conditions_csv, generator_export, attributes_run, attribute_export, preset, overrides, out,
+               export_critic, export_refiner) -> None:
+    """Train the critic and the refiner; report the retouch as judged by an independent critic."""
+    from training import config as config_io
+    from training.train_critic import TRAIN_PRESETS
+
+    try:
+        cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    conditions_csv = conditions_csv or data / "conditions.csv"
+    if not conditions_csv.exists():
+        raise click.ClickException(f"{conditions_csv} not found (run `facegen-train label` first)")
+    report = train_and_export(data, conditions_csv, generator_export, attributes_run, attribute_export, cfg, out,
+                              export_critic, export_refiner, echo=click.echo)
+    click.echo(json.dumps(report, indent=2))

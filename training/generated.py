@@ -1,0 +1,58 @@
+"""Faces from an exported generator, under ONNX Runtime: the samples the critic learns to tell
+apart from real images are the very ones the sampler service serves.
+
+Face i with seed s uses `numpy.random.default_rng(s)` noise for every latent group, in the
+order of signature.json's `latent_groups` — the sampler service's contract (services/sampler).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.export import sha256_file
+
+
+class OnnxGenerator:
+    def __init__(self, export_dir: Path | str, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        export_dir = Path(export_dir)
+        card = json.loads((export_dir / "card.json").read_text())
+        if sha256_file(export_dir / "model.onnx") != card["onnx_sha256"]:
+            raise ValueError(f"{export_dir / 'model.onnx'}: sha256 does not match card.json")
+        self.signature = json.loads((export_dir / "signature.json").read_text())
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(export_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.shapes = [tuple(s) for s in self.signature["latent_groups"]]
+        self.image_size = int(self.signature["image"]["height"])
+
+    def __call__(self, conditions: np.ndarray, temperature: float, seeds: np.ndarray, batch: int = 128) -> np.ndarray:
+        """uint8 NHWC faces, one per row of `conditions`, face i drawn with seeds[i]."""
+        out = []
+        for i in range(0, len(conditions), batch):
+            noise = [[np.random.default_rng(int(s)).standard_normal(shape, dtype=np.float32) for shape in self.shapes]
+                     for s in seeds[i : i + batch]]
+            feeds = {"conditions": conditions[i : i + batch].astype(np.float32),
+                     "temperature": np.array(temperature, np.float32)}
+            for g in range(len(self.shapes)):
+                feeds[f"noise_{g}"] = np.stack([z[g] for z in noise])
+            out.append(self.session.run(["images"], feeds)[0])
+        return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+
+    def pool(self, condition_pool: np.ndarray, n: int, temperatures: tuple[float, ...], seed: int) -> np.ndarray:
+        """n faces with conditions drawn from `condition_pool` (the real images' conditions, so
+        real and generated differ only in how they look), temperatures taken in turn, seeds
+        seed … seed + n − 1."""
+        rng = np.random.default_rng(seed)
+        cond = condition_pool[rng.integers(0, len(condition_pool), n)]
+        seeds = np.arange(seed, seed + n)
+        images = np.empty((n, self.image_size, self.image_size, 3), np.uint8)
+        for k, t in enumerate(temperatures):
+            rows = np.arange(k, n, len(temperatures))
+            images[rows] = self(cond[rows], t, seeds[rows])
+        return images

@@ -1,0 +1,86 @@
+"""The refiner: retouches a generated face where a critic flags it (SimGAN, Shrivastava et al.
+2017, §2: a fully convolutional ResNet at full resolution that outputs a refined image).
+
+It predicts a bounded per-pixel change (tanh · max_change, in 0..255 units) and applies it
+through the critic's realness map: regions the critic scores at or above `flag_below` stay
+untouched, lower ones are retouched in proportion to how fake they look. The last conv starts at
+zero, so an untrained refiner is the identity.
+
+`Retouch` is what gets exported: uint8 NHWC images → retouched uint8 images, with the critic
+that flags the regions inside the graph (pure feed-forward; nothing is optimised at serving time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.models.critic import Critic, upsample_map
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    image_size: int = 64
+    width: int = 48  # channels of every full-resolution block
+    blocks: int = 4  # residual blocks
+    max_change: float = 32.0  # bound of the per-pixel change, in 0..255 units
+    flag_below: float = 0.5  # realness at or above this leaves a region untouched
+
+
+REFINER_PRESETS = {
+    "tiny": RefinerConfig(width=8, blocks=1),
+    "default": RefinerConfig(),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, 1, 1)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class Refiner(nn.Module):
+    def __init__(self, cfg: RefinerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stem = nn.Conv2d(3, cfg.width, 3, 1, 1)
+        self.blocks = nn.Sequential(*[Block(cfg.width) for _ in range(cfg.blocks)])
+        self.out = nn.Conv2d(cfg.width, 3, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def change(self, images: torch.Tensor) -> torch.Tensor:
+        """Proposed change, NHWC in [-max_change, max_change], for NHWC images in [0, 255]."""
+        x = images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+        d = self.out(F.silu(self.blocks(self.stem(x))))
+        return (torch.tanh(d) * self.cfg.max_change).permute(0, 2, 3, 1)
+
+    def flag_weights(self, realness_map: torch.Tensor) -> torch.Tensor:
+        """How much of the change each pixel takes, NHWC [N, H, W, 1]: 0 where realness ≥ flag_below,
+        rising linearly to 1 at realness 0."""
+        r = upsample_map(realness_map, self.cfg.image_size).permute(0, 2, 3, 1)
+        return torch.clamp((self.cfg.flag_below - r) / self.cfg.flag_below, 0.0, 1.0)
+
+    def forward(self, images: torch.Tensor, realness_map: torch.Tensor) -> torch.Tensor:
+        """Retouched float images in [0, 255] (differentiable; no rounding)."""
+        x = images.float()
+        return torch.clamp(x + self.flag_weights(realness_map) * self.change(x), 0.0, 255.0)
+
+
+class Retouch(nn.Module):
+    """The exported refiner: the flagging critic and the refiner in one graph."""
+
+    def __init__(self, refiner: Refiner, critic: Critic) -> None:
+        super().__init__()
+        self.refiner, self.critic = refiner, critic
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _, realness_map = self.critic(images)
+        return torch.round(self.refiner(images, realness_map)).to(torch.uint8)

@@ -1,0 +1,197 @@
+"""Train the critic (real vs generated, per region) and the refiner that retouches what it flags.
+
+Three stages, each in its own run subfolder (resumable like every run):
+1. `critic_a`: the critic the refiner trains against, on real images of split A vs fresh samples
+   of the exported generator;
+2. `refiner`: SimGAN (Shrivastava et al. 2017, Alg. 1): the refiner minimises adversarial +
+   self-regularisation + condition-consistency losses while critic A keeps learning on real vs
+   refined images, half of them from a history buffer of earlier refinements (§2.3);
+3. `critic_b`: an independent critic (other seed, real split B, other generator seeds) that never
+   sees the refiner. The evaluation judges retouches with it, and it is the critic that ships, so
+   the realness the service reports before/after a retouch comes from a judge the refiner never fooled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from training import loop
+from training.losses import patch_bce, refiner_losses
+from training.models.critic import CRITIC_PRESETS, Critic, CriticConfig
+from training.models.refiner import REFINER_PRESETS, Refiner, RefinerConfig
+from training.run_state import RunFolder
+
+
+@dataclass(frozen=True)
+class CriticTrainConfig:
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    batch_size: int = 64  # critic batches: half real, half generated
+    critic_steps: int = 1000
+    critic_lr: float = 5e-4
+    refiner_batch_size: int = 16
+    refiner_steps: int = 600
+    refiner_lr: float = 2e-4
+    critic_lr_while_refining: float = 1e-4  # critic A keeps learning on refined images
+    self_regularisation: float = 20.0  # weight of mean |refined − input| (0..1 units)
+    condition_weight: float = 20.0  # weight of the condition drift measured by the attribute model
+    history_size: int = 1024  # earlier refinements the critic keeps seeing (SimGAN §2.3)
+    generated: int = 4000  # fresh generator samples per critic
+    temperatures: tuple[float, ...] = (0.6, 0.8, 1.0)
+    val_fraction: float = 0.1  # real images held out (by file-name hash) for the evaluation
+    eval_faces: int = 512  # held-out generated faces the retouch is evaluated on
+    eval_every: int = 200
+    seed: int = 0
+    independent_seed: int = 1  # critic B
+    threads: int = 0
+
+
+TRAIN_PRESETS = {
+    "tiny": CriticTrainConfig(critic=CRITIC_PRESETS["tiny"], refiner=REFINER_PRESETS["tiny"], batch_size=32,
+                              critic_steps=80, refiner_batch_size=8, refiner_steps=20, history_size=64,
+                              generated=256, eval_faces=64, eval_every=40),
+    "default": CriticTrainConfig(),
+}
+
+
+def flip_half(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of a NHWC batch (both classes alike, so mirroring is no cue)."""
+    flip = torch.rand(images.shape[0], generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(2), images)
+
+
+def critic_loss(critic: Critic, batch) -> torch.Tensor:
+    real, fake = batch
+    return patch_bce(critic.patch_logits(real), True) + patch_bce(critic.patch_logits(fake), False)
+
+
+def train_critic(real: np.ndarray, fake: np.ndarray, cfg: CriticTrainConfig, run: RunFolder, seed: int,
+                 progress=None) -> Critic:
+    """A critic on uint8 NHWC real vs generated images."""
+    if len(real) == 0 or len(fake) == 0:
+        raise ValueError(f"the critic needs real and generated images (got {len(real)} and {len(fake)})")
+    torch.manual_seed(seed)
+    critic = Critic(cfg.critic)
+    xr, xf = torch.from_numpy(real), torch.from_numpy(fake)
+    half = cfg.batch_size // 2
+
+    def make_batch(step: int, gen: torch.Generator):
+        ir = torch.randint(len(xr), (half,), generator=gen)
+        jf = torch.randint(len(xf), (half,), generator=gen)
+        return flip_half(xr[ir], gen), flip_half(xf[jf], gen)
+
+    loop_cfg = loop.LoopConfig(cfg.critic_steps, cfg.critic_lr, 0.0, min(100, cfg.critic_steps // 10),
+                               cfg.eval_every, seed, cfg.threads)
+    return loop.fit(critic, loop_cfg, run, make_batch, critic_loss, progress=progress)
+
+
+class History:
+    """SimGAN's buffer of earlier refined images: the critic keeps rejecting old artefacts, so the
+    refiner cannot cycle back to them (§2.3)."""
+
+    def __init__(self, size: int, shape: tuple[int, ...], gen: torch.Generator) -> None:
+        self.images = torch.zeros((size, *shape), dtype=torch.uint8)
+        self.filled, self.gen = 0, gen
+
+    def push(self, batch: torch.Tensor) -> None:
+        for img in batch:
+            if self.filled < len(self.images):
+                self.images[self.filled] = img
+                self.filled += 1
+            else:
+                self.images[int(torch.randint(len(self.images), (1,), generator=self.gen))] = img
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.images[torch.randint(self.filled, (n,), generator=self.gen)]
+
+    def state_dict(self) -> dict:
+        return {"images": self.images, "filled": self.filled}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images, self.filled = state["images"], int(state["filled"])
+
+
+def train_refiner(critic: Critic, attributes: torch.nn.Module, real: np.ndarray, fake: np.ndarray,
+                  cfg: CriticTrainConfig, run: RunFolder, progress=None) -> Refiner:
+    """SimGAN's alternating updates; `critic` (A) is updated in place. `attributes` (uint8/float
+    NHWC → conditions) stays frozen: it only measures condition drift."""
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    refiner = Refiner(cfg.refiner)
+    attributes.eval().requires_grad_(False)
+    opt_r = torch.optim.Adam(refiner.parameters(), lr=cfg.refiner_lr, betas=(0.5, 0.999))
+    opt_c = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr_while_refining, betas=(0.5, 0.999))
+    gen = torch.Generator().manual_seed(cfg.seed + 17)
+    history = History(cfg.history_size, tuple(fake.shape[1:]), gen)
+    start = run.load_state(refiner=refiner, critic=critic, opt_r=opt_r, opt_c=opt_c, history=history)
+    xr, xf = torch.from_numpy(real), torch.from_numpy(fake)
+    n = cfg.refiner_batch_size
+    for step in range(start, cfg.refiner_steps):
+        x = flip_half(xf[torch.randint(len(xf), (n,), generator=gen)], gen).float()
+        # the refiner's update: the critic is a fixed judge here
+        critic.eval().requires_grad_(False)
+        refiner.train()
+        with torch.no_grad():
+            _, realness_map = critic(x)
+        refined = refiner(x, realness_map)
+        parts = refiner_losses(refined, x, critic, attributes, cfg.self_regularisation, cfg.condition_weight)
+        opt_r.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(refiner.parameters(), 10.0)
+        opt_r.step()
+        # the critic's update: real vs refined, half of the refined from the history buffer
+        current = torch.round(refined.detach()).to(torch.uint8)
+        fakes = torch.cat([current[: n - n // 2], history.sample(n // 2)]) if history.filled else current
+        history.push(current)
+        critic.train().requires_grad_(True)
+        real_batch = flip_half(xr[torch.randint(len(xr), (n,), generator=gen)], gen)
+        c_loss = critic_loss(critic, (real_batch, fakes))
+        opt_c.zero_grad(set_to_none=True)
+        c_loss.backward()
+        opt_c.step()
+        metrics = {k: v.item() for k, v in parts.items()} | {"critic_loss": c_loss.item()}
+        run.log(step, **metrics)
+        if progress:
+            progress(step, metrics)
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.refiner_steps:
+            run.save_state(step + 1, refiner=refiner, critic=critic, opt_r=opt_r, opt_c=opt_c, history=history)
+    critic.eval().requires_grad_(True)
+    return refiner.eval()
+
+
+def critic_export_spec(cfg: CriticConfig, version: str = "1"):
+    """uint8 RGB NHWC in; realness [N] and realness_map [N, R, R], P(real) in [0, 1]."""
+    from training.export import TensorSpec, image_model_spec
+
+    r = cfg.image_size // 2 ** len(cfg.widths)
+    cell = cfg.image_size // r
+    return image_model_spec(
+        "critic", version, cfg.image_size, seed=5678,
+        outputs=(TensorSpec("realness", "float32", ("batch",), (0.0, 1.0), "P(real) of the whole face"),
+                 TensorSpec("realness_map", "float32", ("batch", r, r), (0.0, 1.0),
+                            f"P(real) per region; cell (i, j) covers rows {cell}·i… and columns {cell}·j…")),
+        extra={"realness_map": {"size": r, "cell_pixels": cell,
+                                "global": "sigmoid of the mean region logit, so map and score agree"}},
+    )
+
+
+def refiner_export_spec(cfg: RefinerConfig, version: str = "1"):
+    """uint8 RGB NHWC in; retouched uint8 images out (the flagging critic inside the graph)."""
+    import dataclasses
+
+    from training.export import TensorSpec, image_model_spec
+
+    spec = image_model_spec(
+        "refiner", version, cfg.image_size, seed=8765,
+        outputs=(TensorSpec("retouched", "uint8", ("batch", cfg.image_size, cfg.image_size, 3), (0, 255),
+                            "retouched RGB faces, NHWC"),),
+        extra={"retouch": {"flag_below": cfg.flag_below, "max_change": cfg.max_change,
+                           "how": "the embedded training critic's realness map weights a bounded change: "
+                                  "regions at or above flag_below stay untouched"}},
+    )
+    # rounding to uint8 inside the graph: a value at .5 may round either way on another runtime
+    return dataclasses.replace(spec, atol=1.0)
