@@ -128,3 +128,120 @@ def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload:
 
 if __name__ == "__main__":
     main()
+
+
+CONDITION_OPTIONS = ("eyes", "mouth", "hair_color", "background", "head")
+
+
+def _condition(value: str | None, name: str):
+    """'0.9' → 0.9; '0.2:0.6' → (0.2, 0.6); None → random in [0, 1]."""
+    if value is None:
+        return None
+    try:
+        if ":" in value:
+            lo, hi = (float(v) for v in value.split(":", 1))
+            return (lo, hi)
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number in [0, 1] or a range MIN:MAX", param_hint=f"--{name}") from None
+
+
+@main.command("generate")
+@click.option("--n", "count", type=click.IntRange(1, 256), default=16, show_default=True, help="faces")
+@click.option("--eyes", metavar="V|MIN:MAX", help="0 closed … 1 open (default: random)")
+@click.option("--mouth", metavar="V|MIN:MAX", help="0 closed … 1 open")
+@click.option("--hair-color", "hair_color", metavar="V|MIN:MAX", help="0 light … 1 dark")
+@click.option("--background", metavar="V|MIN:MAX", help="0 dark … 1 bright")
+@click.option("--head", metavar="V|MIN:MAX", help="0 turned left, 0.5 frontal, 1 right")
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.8, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--oversample", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="draw k·n candidates, keep the n most realistic and faithful")
+@click.option("--retouch/--no-retouch", default=True, show_default=True)
+@click.option("--allow-partial", is_flag=True, help="answer even if the critic or a checker is down")
+@click.option("--grpc", "grpc_target", metavar="HOST:PORT", default="127.0.0.1:50050", show_default=True)
+@click.option("--http", "http_url", metavar="URL", help="use HTTP instead, e.g. http://127.0.0.1:3000")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("faces.png"), show_default=True)
+@click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)
+def generate_cmd(count, eyes, mouth, hair_color, background, head, temperature, seed, oversample, retouch,
+                 allow_partial, grpc_target, http_url, out, zoom) -> None:
+    """Generate faces through the pipeline and save them as one grid PNG (plus a JSON report)."""
+    import json
+
+    wanted = {n: _condition(v, n) for n, v in zip(CONDITION_OPTIONS, (eyes, mouth, hair_color, background, head),
+                                                  strict=True)}
+    if http_url:
+        faces = _generate_http(http_url, wanted, count, temperature, seed, oversample, retouch, allow_partial)
+    else:
+        faces = _generate_grpc(grpc_target, wanted, count, temperature, seed, oversample, retouch, allow_partial)
+    _grid([f.pop("png_bytes") for f in faces], out, zoom)
+    report = out.with_suffix(".json")
+    report.write_text(json.dumps(faces, indent=2) + "\n")
+    for f in faces:
+        realness = f"{f['realness_before']:.2f}→{f['realness_after']:.2f}" if f.get("realness_after") is not None else "n/a"
+        err = f"{f['condition_error']:.3f}" if f.get("condition_error") is not None else "n/a"
+        pf = f"{f['p_female']:.2f}" if f.get("p_female") is not None else "n/a"
+        missing = f" (missing: {', '.join(f['missing'])})" if f.get("missing") else ""
+        click.echo(f"seed {f['seed']}: realness {realness}, condition error {err}, P(female) {pf}{missing}")
+    click.echo(f"wrote {out} ({len(faces)} faces) and {report}")
+
+
+def _generate_grpc(target, wanted, count, temperature, seed, oversample, retouch, allow_partial) -> list[dict]:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from services.core.proto import pb, rpc
+
+    conds = {}
+    for name, v in wanted.items():
+        if isinstance(v, tuple):
+            conds[name] = pb.ConditionRequest(range=pb.Range(min=v[0], max=v[1]))
+        elif v is not None:
+            conds[name] = pb.ConditionRequest(value=v)
+    req = pb.GenerateRequest(conditions=pb.ConditionsRequest(**conds), count=count, temperature=temperature, seed=seed,
+                             oversample=oversample, retouch=retouch, allow_partial=allow_partial)
+    with grpc.insecure_channel(target) as ch:
+        try:
+            resp = rpc.GenerationServiceStub(ch).Generate(req, timeout=120)
+        except grpc.RpcError as exc:
+            raise click.ClickException(f"{exc.code().name}: {exc.details()}") from None
+    out = []
+    for f in resp.faces:
+        d = MessageToDict(f, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        d.pop("png", None)
+        d["png_bytes"] = f.png
+        out.append(d)
+    return out
+
+
+def _generate_http(url, wanted, count, temperature, seed, oversample, retouch, allow_partial) -> list[dict]:
+    import base64
+
+    import httpx
+
+    conds = {n: ({"min": v[0], "max": v[1]} if isinstance(v, tuple) else v) for n, v in wanted.items()}
+    body = {"conditions": conds, "count": count, "temperature": temperature, "seed": seed, "oversample": oversample,
+            "retouch": retouch, "allow_partial": allow_partial}
+    r = httpx.post(f"{url.rstrip('/')}/generate", json=body, timeout=120)
+    if r.status_code != 200:
+        raise click.ClickException(f"HTTP {r.status_code}: {r.text[:500]}")
+    faces = r.json()["faces"]
+    for f in faces:
+        f["png_bytes"] = base64.b64decode(f.pop("png"))
+    return faces
+
+
+def _grid(pngs: list[bytes], out: Path, zoom: int) -> None:
+    import math
+
+    from PIL import Image
+
+    faces = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
+    w, h = faces[0].size
+    cols = min(8, len(faces))
+    rows = math.ceil(len(faces) / cols)
+    grid = Image.new("RGB", (cols * w, rows * h), "white")
+    for i, face in enumerate(faces):
+        grid.paste(face, (w * (i % cols), h * (i // cols)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.resize((grid.width * zoom, grid.height * zoom), Image.Resampling.NEAREST).save(out)

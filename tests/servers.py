@@ -29,6 +29,7 @@ class Server:
     http_port: int
     grpc_port: int
     log: Path
+    service: str = ""
 
     @property
     def url(self) -> str:
@@ -55,6 +56,11 @@ class Server:
 def start(service: str, name: str, env: dict[str, str] | None = None, timeout: float = 90.0,
           http_port: int | None = None, grpc_port: int | None = None) -> Server:
     """`bentoml serve services.<service>` with its own BENTOML_HOME; waits for /readyz."""
+    return wait_ready(launch(service, name, env, http_port, grpc_port), timeout)
+
+
+def launch(service: str, name: str, env: dict[str, str] | None = None,
+           http_port: int | None = None, grpc_port: int | None = None) -> Server:
     http_port = http_port or free_port()
     grpc_port = grpc_port or free_port()
     home = Path(tempfile.mkdtemp(prefix=f"bentoml-{name}-"))
@@ -70,7 +76,11 @@ def start(service: str, name: str, env: dict[str, str] | None = None, timeout: f
     cmd = [sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1", "--port", str(http_port)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    server = Server(proc, http_port, grpc_port, log)
+    return Server(proc, http_port, grpc_port, log, service)
+
+
+def wait_ready(server: Server, timeout: float = 90.0) -> Server:
+    proc, service = server.proc, server.service
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -83,3 +93,29 @@ def start(service: str, name: str, env: dict[str, str] | None = None, timeout: f
         time.sleep(0.25)
     server.stop(kill=True)
     raise TimeoutError(f"{service} not ready in {timeout} s:\n{server.log_text()[-3000:]}")
+
+
+SERVICES = {  # name → bentoml target
+    "filter": "services.filter.service:FilterService",
+    "attributes": "services.attributes.service:AttributeService",
+    "sampler": "services.sampler.service:SamplerService",
+    "critic": "services.critic.service:CriticService",
+    "pipeline": "services.pipeline.service:GenerationService",
+}
+
+
+def start_all(env: dict[str, str] | None = None, timeout: float = 120.0) -> dict[str, Server]:
+    """All five services on free ports, the pipeline pointed at the other four over gRPC."""
+    ports = {name: free_port() for name in SERVICES}
+    wiring = {f"FACEGEN_PIPELINE_{name.upper()}": f"127.0.0.1:{ports[name]}" for name in SERVICES if name != "pipeline"}
+    started: dict[str, Server] = {}
+    try:
+        for name, target in SERVICES.items():  # start together, then wait: startup overlaps
+            started[name] = launch(target, name, {**wiring, **(env or {})}, grpc_port=ports[name])
+        for s in started.values():
+            wait_ready(s, timeout)
+    except Exception:
+        for s in started.values():
+            s.stop(kill=True)
+        raise
+    return started

@@ -25,12 +25,21 @@ class Forbidden(PermissionError):
     """A request for something outside what this server is configured to allow."""
 
 
+class UpstreamUnavailable(ConnectionError):
+    """A service this one depends on did not answer (down, overloaded or out of time)."""
+
+    def __init__(self, service: str, detail: str) -> None:
+        super().__init__(f"the {service} service is unavailable: {detail}")
+        self.service = service
+
+
 # exception type → (gRPC status, HTTP status)
 _TABLE: list[tuple[type[BaseException], grpc.StatusCode, int]] = [
     (InvalidImage, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (Forbidden, grpc.StatusCode.PERMISSION_DENIED, 403),
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED, 503),
+    (UpstreamUnavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
 ]

@@ -35,6 +35,16 @@ MODEL = Gauge(
 )
 
 
+# the generation pipeline: what the critic and the checkers say about the faces it makes
+REALNESS = Histogram("facegen_realness", "Critic realness of generated faces", ["stage"],
+                     buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0))
+CONDITION_ERROR = Histogram("facegen_condition_error", "Mean |measured − requested| condition of returned faces",
+                            buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0))
+CANDIDATES = Counter("facegen_candidates_total", "Generated candidates by outcome (kept / rejected by oversampling)",
+                     ["outcome"])
+DEGRADED = Counter("facegen_degraded_total", "Answers given without an unavailable upstream service", ["upstream"])
+
+
 class ServiceMetrics:
     def __init__(self, service: str) -> None:
         self.service = service

@@ -44,20 +44,25 @@ class ServingConfig:
 
     @classmethod
     def from_env(cls, service: str, **defaults) -> ServingConfig:
-        values = {}
-        for f in fields(cls):
-            for key in (f"FACEGEN_{service.upper()}_{f.name.upper()}", f"FACEGEN_{f.name.upper()}"):
-                if key in os.environ:
-                    raw = os.environ[key]
-                    try:
-                        values[f.name] = type(getattr(cls, f.name))(raw)  # the default's type
-                    except ValueError:
-                        raise ValueError(f"{key}={raw!r}: expected {f.type}") from None
-                    break
-            else:
-                if f.name in defaults:
-                    values[f.name] = defaults[f.name]
-        return cls(**values)
+        return settings_from_env(cls, service, **defaults)
+
+
+def settings_from_env(cls: type, service: str, **defaults):
+    """A frozen settings dataclass from FACEGEN_<SERVICE>_<NAME> / FACEGEN_<NAME> / defaults."""
+    values = {}
+    for f in fields(cls):
+        for key in (f"FACEGEN_{service.upper()}_{f.name.upper()}", f"FACEGEN_{f.name.upper()}"):
+            if key in os.environ:
+                raw = os.environ[key]
+                try:
+                    values[f.name] = type(getattr(cls, f.name))(raw)  # the default's type
+                except ValueError:
+                    raise ValueError(f"{key}={raw!r}: expected {f.type}") from None
+                break
+        else:
+            if f.name in defaults:
+                values[f.name] = defaults[f.name]
+    return cls(**values)
 
 
 class BatchedModel:

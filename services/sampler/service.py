@@ -48,8 +48,14 @@ class SamplerServicer(rpc.SamplerServiceServicer):
             temperature = request.temperature if request.HasField("temperature") else None
             spec = self.model.validate(conds, request.count, temperature, request.seed)
             images = await self.model.sample(spec, remaining(context))
-            faces = [pb.SampledFace(png=png, seed=seed, conditions=pb.Conditions(**c))
-                     for png, seed, c in _faces(self.model, spec, images)]
+            if request.raw_output:  # pixels as they are: no PNG round trip between services
+                h, w = images.shape[1:3]
+                faces = [pb.SampledFace(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w), seed=spec.seed + i,
+                                        conditions=pb.Conditions(**dict(zip(names, map(float, spec.conditions[i]), strict=True))))
+                         for i, img in enumerate(images)]
+            else:
+                faces = [pb.SampledFace(png=png, seed=seed, conditions=pb.Conditions(**c))
+                         for png, seed, c in _faces(self.model, spec, images)]
             return pb.SampleResponse(faces=faces, model=pb.ModelInfo(**self.model.info), temperature=spec.temperature)
 
 

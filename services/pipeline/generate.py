@@ -1,0 +1,187 @@
+"""One generation request: resolve the conditions of every candidate, run the chain
+(sampler → critic retouch → attribute and filter checks) over gRPC, keep the best faces.
+
+Candidate j (0 ≤ j < oversample·count) is drawn by the sampler with seed `seed + j`; its
+requested conditions come from `numpy.random.default_rng([seed, j])` (uniform within a range,
+or in [0, 1] when a condition is left open), so the same request always yields the same faces.
+With oversample k > 1 the `count` candidates with the highest
+    realness − SELECTION_WEIGHT · condition_error
+are kept (realness after the retouch, or before it without one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.core import metrics
+from services.core.errors import BadRequest, UpstreamUnavailable
+from services.pipeline.upstream import Realness, Upstreams
+
+CONDITIONS = ("eyes", "mouth", "hair_color", "background", "head")  # the generator's signature order
+DEFAULT_TEMPERATURE = 0.8
+SELECTION_WEIGHT = 4.0  # a condition error of 0.05 costs as much as 0.2 realness
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    requested: dict[str, float | tuple[float, float] | None]  # value, (min, max), or None = [0, 1]
+    count: int
+    temperature: float
+    seed: int
+    retouch: bool
+    oversample: int
+    allow_partial: bool
+
+    @property
+    def candidates(self) -> int:
+        return self.count * self.oversample
+
+
+def validate(requested: dict, count: int, temperature: float | None, seed: int, retouch: bool | None,
+             oversample: int, allow_partial: bool, max_faces: int, max_oversample: int) -> GenerateSpec:
+    count, oversample = count or 1, oversample or 1
+    if not 1 <= count <= max_faces:
+        raise BadRequest(f"count must be in [1, {max_faces}], got {count}")
+    if not 1 <= oversample <= max_oversample:
+        raise BadRequest(f"oversample must be in [1, {max_oversample}], got {oversample}")
+    temperature = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
+    if not (math.isfinite(temperature) and 0.0 <= temperature <= 2.0):
+        raise BadRequest(f"temperature must be in [0, 2], got {temperature}")
+    if not 0 <= seed < 2**63:
+        raise BadRequest("seed must be in [0, 2^63)")
+    unknown = set(requested) - set(CONDITIONS)
+    if unknown:
+        raise BadRequest(f"unknown condition(s) {', '.join(sorted(unknown))}; known: {', '.join(CONDITIONS)}")
+    for name, want in requested.items():
+        values = want if isinstance(want, tuple) else () if want is None else (want,)
+        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+            raise BadRequest(f"{name} must be in [0, 1], got {want}")
+        if isinstance(want, tuple) and want[0] > want[1]:
+            raise BadRequest(f"{name}: range min {want[0]} is above max {want[1]}")
+    return GenerateSpec({c: requested.get(c) for c in CONDITIONS}, count, temperature, seed,
+                        True if retouch is None else bool(retouch), oversample, bool(allow_partial))
+
+
+def requested_conditions(spec: GenerateSpec, candidates: range) -> np.ndarray:
+    out = np.empty((len(candidates), len(CONDITIONS)), np.float32)
+    for row, j in enumerate(candidates):
+        rng = np.random.default_rng([spec.seed, j])
+        u = rng.random(len(CONDITIONS))  # drawn for every condition, so each keeps its own stream
+        for k, name in enumerate(CONDITIONS):
+            want = spec.requested[name]
+            lo, hi = want if isinstance(want, tuple) else (0.0, 1.0) if want is None else (want, want)
+            out[row, k] = lo + (hi - lo) * u[k]
+    return out
+
+
+@dataclass
+class Face:
+    candidate: int
+    seed: int
+    image: np.ndarray
+    requested: np.ndarray
+    measured: np.ndarray | None = None
+    before: Realness | None = None
+    after: Realness | None = None
+    p_female: float | None = None
+    retouched: bool = False
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def condition_error(self) -> float | None:
+        return None if self.measured is None else float(np.abs(self.measured - self.requested).mean())
+
+    @property
+    def realness(self) -> float | None:
+        best = self.after or self.before
+        return None if best is None else best.realness
+
+    def rank(self) -> float:
+        return (self.realness or 0.0) - SELECTION_WEIGHT * (self.condition_error or 0.0)
+
+
+class Pipeline:
+    def __init__(self, upstreams: Upstreams, timeout_s: float) -> None:
+        self.up, self.timeout_s = upstreams, timeout_s
+
+    def _left(self, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request ran out of time")
+        return left
+
+    async def _optional(self, spec: GenerateSpec, service: str, call, degraded: set[str]):
+        """Run an upstream call that a face can do without when the request allows partial answers."""
+        try:
+            return await call
+        except UpstreamUnavailable:
+            if not spec.allow_partial:
+                raise
+            metrics.DEGRADED.labels(service).inc()
+            degraded.add(service)
+            return None
+
+    async def chain(self, spec: GenerateSpec, candidates: range, deadline: float, degraded: set[str]) -> list[Face]:
+        requested = requested_conditions(spec, candidates)
+        images = await self.up.sample(requested, list(CONDITIONS), spec.temperature, spec.seed + candidates.start,
+                                      self._left(deadline))
+        faces = [Face(j, spec.seed + j, img, req) for j, img, req in zip(candidates, images, requested, strict=True)]
+        if spec.retouch:
+            got = await self._optional(spec, "critic", self.up.retouch(images, self._left(deadline)), degraded)
+            if got is not None:
+                images, before, after = got
+                for f, img, b, a in zip(faces, images, before, after, strict=True):
+                    f.image, f.before, f.after, f.retouched = img, b, a, True
+        else:
+            got = await self._optional(spec, "critic", self.up.score(images, self._left(deadline)), degraded)
+            for f, b in zip(faces, got or [], strict=False):
+                f.before = b
+        left = self._left(deadline)
+        measured, p_female = await asyncio.gather(
+            self._optional(spec, "attributes", self.up.measure(images, list(CONDITIONS), left), degraded),
+            self._optional(spec, "filter", self.up.p_female(images, left), degraded))
+        for i, f in enumerate(faces):
+            f.measured = None if measured is None else measured[i]
+            f.p_female = None if p_female is None else float(p_female[i])
+            f.missing = sorted(degraded)
+        return faces
+
+    async def generate(self, spec: GenerateSpec, timeout_s: float | None = None) -> tuple[list[Face], set[str]]:
+        deadline = time.monotonic() + min(timeout_s or self.timeout_s, self.timeout_s)
+        degraded: set[str] = set()
+        faces = await self.chain(spec, range(spec.candidates), deadline, degraded)
+        return self._keep(spec, faces), degraded
+
+    async def stream(self, spec: GenerateSpec, chunk: int, timeout_s: float | None = None) -> AsyncIterator[Face]:
+        """Faces as they are ready: chunk by chunk without oversampling (which must see every
+        candidate before it can choose)."""
+        if spec.oversample > 1:
+            faces, _ = await self.generate(spec, timeout_s)
+            for f in faces:
+                yield f
+            return
+        deadline = time.monotonic() + min(timeout_s or self.timeout_s, self.timeout_s)
+        degraded: set[str] = set()
+        for start in range(0, spec.count, chunk):
+            for f in self._keep(spec, await self.chain(spec, range(start, min(start + chunk, spec.count)), deadline, degraded)):
+                yield f
+
+    def _keep(self, spec: GenerateSpec, faces: list[Face]) -> list[Face]:
+        kept = faces if spec.oversample == 1 else sorted(
+            sorted(faces, key=lambda f: -f.rank())[: spec.count], key=lambda f: f.candidate)
+        metrics.CANDIDATES.labels("kept").inc(len(kept))
+        metrics.CANDIDATES.labels("rejected").inc(len(faces) - len(kept))
+        for f in kept:
+            if f.before is not None:
+                metrics.REALNESS.labels("before").observe(f.before.realness)
+            if f.after is not None:
+                metrics.REALNESS.labels("after").observe(f.after.realness)
+            if f.condition_error is not None:
+                metrics.CONDITION_ERROR.observe(f.condition_error)
+        return kept

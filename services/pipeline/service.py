@@ -1,0 +1,191 @@
+"""GenerationService: the user-facing pipeline over gRPC (facegen.v1.GenerationService:
+Generate, GenerateStream) and HTTP (POST /generate), calling the four model services over gRPC.
+
+    bentoml serve services.pipeline.service:GenerationService --port 3000   # + gRPC on 50050
+
+Settings (env, FACEGEN_PIPELINE_<NAME> or FACEGEN_<NAME>): SAMPLER / CRITIC / ATTRIBUTES /
+FILTER (host:port of each service's gRPC endpoint), GRPC_PORT, TIMEOUT_S, MAX_FACES,
+MAX_OVERSAMPLE, STREAM_CHUNK.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Annotated
+
+import bentoml
+from pydantic import BaseModel, Field, model_validator
+
+from services.core import images as imgs
+from services.core.bento import INSTANCES, port_check, status_app
+from services.core.grpc_server import GrpcServer
+from services.core.metrics import ServiceMetrics
+from services.core.proto import pb, rpc
+from services.core.runtime import grpc_call, http_call, remaining, settings_from_env
+from services.pipeline.generate import CONDITIONS, DEFAULT_TEMPERATURE, Face, Pipeline, validate
+from services.pipeline.upstream import Upstreams
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    sampler: str = "127.0.0.1:50053"
+    critic: str = "127.0.0.1:50054"
+    attributes: str = "127.0.0.1:50052"
+    filter: str = "127.0.0.1:50051"
+    grpc_port: int = 50050
+    grpc_host: str = "0.0.0.0"
+    timeout_s: float = 30.0  # per request, when the caller sets no deadline
+    max_faces: int = 256
+    max_oversample: int = 8
+    stream_chunk: int = 4  # faces per round trip of GenerateStream
+
+
+def _conditions(v) -> dict[str, float]:
+    return dict(zip(CONDITIONS, map(float, v), strict=True))
+
+
+def face_dict(f: Face) -> dict:
+    out = {"candidate": f.candidate, "seed": f.seed, "png": base64.b64encode(imgs.encode_png(f.image)).decode(),
+           "requested": _conditions(f.requested), "retouched": f.retouched, "missing": f.missing,
+           "realness_before": f.before.realness if f.before else None,
+           "realness_after": f.after.realness if f.after else None, "p_female": f.p_female,
+           "measured": None, "error": None, "condition_error": f.condition_error}
+    if f.measured is not None:
+        out["measured"] = _conditions(f.measured)
+        out["error"] = _conditions(abs(f.measured - f.requested))
+    return out
+
+
+def face_pb(f: Face) -> pb.GeneratedFace:
+    msg = pb.GeneratedFace(png=imgs.encode_png(f.image), seed=f.seed, candidate=f.candidate,
+                           requested=pb.Conditions(**_conditions(f.requested)), retouched=f.retouched, missing=f.missing)
+    if f.measured is not None:
+        msg.measured.CopyFrom(pb.Conditions(**_conditions(f.measured)))
+        msg.error.CopyFrom(pb.Conditions(**_conditions(abs(f.measured - f.requested))))
+        msg.condition_error = f.condition_error
+    if f.before is not None:
+        msg.realness_before = f.before.realness
+    if f.after is not None:
+        msg.realness_after = f.after.realness
+    if f.p_female is not None:
+        msg.p_female = f.p_female
+    return msg
+
+
+def spec_from_pb(request, cfg: PipelineConfig):
+    wanted = {}
+    for name in CONDITIONS:
+        if request.conditions.HasField(name):
+            c = getattr(request.conditions, name)
+            kind = c.WhichOneof("request")
+            wanted[name] = c.value if kind == "value" else (c.range.min, c.range.max) if kind == "range" else None
+    return validate(wanted, request.count, request.temperature if request.HasField("temperature") else None,
+                    request.seed, request.retouch if request.HasField("retouch") else None, request.oversample,
+                    request.allow_partial, cfg.max_faces, cfg.max_oversample)
+
+
+class GenerationServicer(rpc.GenerationServiceServicer):
+    def __init__(self, svc: GenerationService) -> None:
+        self.svc = svc
+
+    async def Generate(self, request, context):
+        async with grpc_call(self.svc.metrics, "Generate", context):
+            spec = spec_from_pb(request, self.svc.cfg)
+            faces, degraded = await self.svc.pipeline.generate(spec, remaining(context))
+            return pb.GenerateResponse(faces=[face_pb(f) for f in faces], degraded=sorted(degraded),
+                                       candidates=spec.candidates)
+
+    async def GenerateStream(self, request, context):
+        async with grpc_call(self.svc.metrics, "GenerateStream", context):
+            spec = spec_from_pb(request, self.svc.cfg)
+            async for f in self.svc.pipeline.stream(spec, self.svc.cfg.stream_chunk, remaining(context)):
+                await context.write(face_pb(f))
+
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class RangeIn(BaseModel):
+    min: Unit
+    max: Unit
+
+    @model_validator(mode="after")
+    def ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"range min {self.min} is above max {self.max}")
+        return self
+
+
+class ConditionsIn(BaseModel):
+    """Each condition: a number in [0, 1], {"min", "max"}, or null / left out for uniform in [0, 1]."""
+
+    model_config = {"extra": "forbid"}
+    eyes: Unit | RangeIn | None = None
+    mouth: Unit | RangeIn | None = None
+    hair_color: Unit | RangeIn | None = None
+    background: Unit | RangeIn | None = None
+    head: Unit | RangeIn | None = None
+
+
+@bentoml.asgi_app(status_app("pipeline"), path="/v1")
+@bentoml.service(name="facegen-pipeline", workers=1, traffic={"timeout": 120, "max_concurrency": 256})
+class GenerationService:
+    check_ports = port_check("pipeline", 50050)
+
+    def __init__(self) -> None:
+        self.cfg = settings_from_env(PipelineConfig, "pipeline")
+        self.metrics = ServiceMetrics("pipeline")
+        self.upstreams: Upstreams | None = None
+        self.pipeline: Pipeline | None = None
+        self.grpc = GrpcServer(self.cfg.grpc_port, ["facegen.v1.GenerationService"],
+                               lambda s: rpc.add_GenerationServiceServicer_to_server(GenerationServicer(self), s),
+                               host=self.cfg.grpc_host)
+        INSTANCES["pipeline"] = self
+
+    @bentoml.on_startup
+    async def start(self) -> None:
+        # channels belong to the worker's event loop, so they are made here rather than in __init__
+        self.upstreams = Upstreams({"sampler": self.cfg.sampler, "critic": self.cfg.critic,
+                                    "attributes": self.cfg.attributes, "filter": self.cfg.filter})
+        self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s)
+        await self.grpc.start()
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        await self.grpc.stop()
+        if self.upstreams is not None:
+            await self.upstreams.close()
+
+    def __is_ready__(self) -> bool:
+        return self.grpc.serving
+
+    def status(self) -> dict:
+        return {"ready": self.grpc.serving, "grpc": {"port": self.cfg.grpc_port, "serving": self.grpc.serving},
+                "upstreams": {"sampler": self.cfg.sampler, "critic": self.cfg.critic,
+                              "attributes": self.cfg.attributes, "filter": self.cfg.filter}}
+
+    @bentoml.api(route="/generate")
+    async def generate(
+        self,
+        conditions: ConditionsIn | None = None,
+        count: Annotated[int, Field(ge=0, le=1024)] = 1,
+        temperature: Annotated[float, Field(ge=0.0, le=2.0)] = DEFAULT_TEMPERATURE,
+        seed: Annotated[int, Field(ge=0, lt=2**63)] = 0,
+        retouch: bool = True,
+        oversample: Annotated[int, Field(ge=0, le=64)] = 1,
+        allow_partial: bool = False,
+    ) -> dict:
+        """Faces for the requested conditions, with realness, measured conditions and P(female)."""
+
+        async def work():
+            wanted = {}
+            for name in CONDITIONS:
+                v = getattr(conditions, name) if conditions is not None else None
+                wanted[name] = (v.min, v.max) if isinstance(v, RangeIn) else v
+            spec = validate(wanted, count, temperature, seed, retouch, oversample, allow_partial,
+                            self.cfg.max_faces, self.cfg.max_oversample)
+            faces, degraded = await self.pipeline.generate(spec)
+            return {"faces": [face_dict(f) for f in faces], "degraded": sorted(degraded), "candidates": spec.candidates}
+
+        return await http_call(self.metrics, "generate", work)

@@ -1,0 +1,112 @@
+"""The pipeline's gRPC clients for the four model services: one channel each, reused by every
+request, with fast reconnects and retries for the (idempotent) inference calls.
+
+Every call here is a pure function of its request (no side effects), so retrying on
+UNAVAILABLE / RESOURCE_EXHAUSTED is safe; FilterDataset (which writes files) is not called
+from here. A service that is down fails the call within a few hundred milliseconds (the channel
+does not wait for it to come back), and the channel reconnects on its own — at most a second
+apart — once it is back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from services.core.errors import BadRequest, UpstreamUnavailable
+from services.core.grpc_server import MAX_MESSAGE_BYTES
+from services.core.proto import pb, rpc
+
+RETRY_POLICY = {
+    "maxAttempts": 3,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+}
+IDEMPOTENT = [("facegen.v1.SamplerService", "Sample"), ("facegen.v1.CriticService", "Score"),
+              ("facegen.v1.CriticService", "Retouch"), ("facegen.v1.AttributeService", "Infer"),
+              ("facegen.v1.FilterService", "Classify")]
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", json.dumps({"methodConfig": [{
+        "name": [{"service": s, "method": m} for s, m in IDEMPOTENT], "retryPolicy": RETRY_POLICY}]})),
+]
+# upstream codes that mean "the service could not answer", as opposed to "the request was wrong"
+UNAVAILABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                     grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+                     grpc.StatusCode.INTERNAL}
+
+
+def raw(images: np.ndarray) -> list:
+    h, w = images.shape[1:3]
+    return [pb.Image(raw=pb.RawImage(pixels=x.tobytes(), height=h, width=w)) for x in images]
+
+
+def from_raw(msg) -> np.ndarray:
+    return np.frombuffer(msg.pixels, np.uint8).reshape(msg.height, msg.width, 3)
+
+
+@dataclass
+class Realness:
+    realness: float
+    realness_map: np.ndarray
+
+
+def _realness(msg) -> Realness:
+    m = msg.realness_map
+    return Realness(msg.realness, np.asarray(m.values, np.float32).reshape(m.size, m.size))
+
+
+class Upstreams:
+    def __init__(self, targets: dict[str, str]) -> None:
+        self.targets = targets
+        self.channels = {name: grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for name, t in targets.items()}
+        self.sampler = rpc.SamplerServiceStub(self.channels["sampler"])
+        self.critic = rpc.CriticServiceStub(self.channels["critic"])
+        self.attributes = rpc.AttributeServiceStub(self.channels["attributes"])
+        self.filter = rpc.FilterServiceStub(self.channels["filter"])
+
+    async def close(self) -> None:
+        for ch in self.channels.values():
+            await ch.close()
+
+    async def _call(self, service: str, method, request, timeout: float):
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in UNAVAILABLE_CODES:
+                raise UpstreamUnavailable(service, f"{exc.code().name} from {self.targets[service]}: {exc.details()}") from None
+            raise BadRequest(f"{service}: {exc.details()}") from None
+
+    async def sample(self, conditions: np.ndarray, names: list[str], temperature: float, seed: int,
+                     timeout: float) -> np.ndarray:
+        req = pb.SampleRequest(conditions=[pb.Conditions(**dict(zip(names, map(float, c), strict=True))) for c in conditions],
+                               count=len(conditions), temperature=temperature, seed=seed, raw_output=True)
+        resp = await self._call("sampler", self.sampler.Sample, req, timeout)
+        return np.stack([from_raw(f.raw) for f in resp.faces])
+
+    async def retouch(self, images: np.ndarray, timeout: float) -> tuple[np.ndarray, list[Realness], list[Realness]]:
+        resp = await self._call("critic", self.critic.Retouch, pb.RetouchRequest(images=raw(images), raw_output=True), timeout)
+        return (np.stack([from_raw(f.image.raw) for f in resp.faces]), [_realness(f.before) for f in resp.faces],
+                [_realness(f.after) for f in resp.faces])
+
+    async def score(self, images: np.ndarray, timeout: float) -> list[Realness]:
+        resp = await self._call("critic", self.critic.Score, pb.ScoreRequest(images=raw(images)), timeout)
+        return [_realness(s) for s in resp.scores]
+
+    async def measure(self, images: np.ndarray, names: list[str], timeout: float) -> np.ndarray:
+        resp = await self._call("attributes", self.attributes.Infer, pb.InferRequest(images=raw(images)), timeout)
+        return np.array([[getattr(c, n) for n in names] for c in resp.conditions], np.float32)
+
+    async def p_female(self, images: np.ndarray, timeout: float) -> np.ndarray:
+        resp = await self._call("filter", self.filter.Classify, pb.ClassifyRequest(images=raw(images)), timeout)
+        return np.asarray(resp.p_female, np.float32)

@@ -1,0 +1,114 @@
+"""deploy/: generated files in sync with their table, bentofiles accepted by BentoML, Kubernetes
+manifests valid against the Kubernetes schemas, Prometheus config and alert rules checked (and
+unit-tested) by promtool, the Grafana dashboard querying metrics the services export."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+
+
+def _render():
+    spec = importlib.util.spec_from_file_location("deploy_render", DEPLOY / "render.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["deploy_render"] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_generated_files_match_their_table():
+    res = subprocess.run([sys.executable, str(DEPLOY / "render.py"), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_bentofiles_are_valid_and_pick_one_onnx_runtime():
+    from bentoml._internal.bento.build_config import BentoBuildConfig
+
+    render = _render()
+    files = sorted((DEPLOY / "bentofiles").glob("*.yaml"))
+    assert len(files) == 9  # CPU for all five, GPU for the four model services
+    for path in files:
+        cfg = BentoBuildConfig.from_yaml(path.open())
+        module, _, cls = cfg.service.partition(":")
+        assert (REPO / (module.replace(".", "/") + ".py")).exists() and cls
+        packages = cfg.python.packages
+        gpu = path.stem.endswith("-gpu")
+        assert any(p.startswith("onnxruntime-gpu") for p in packages) == gpu
+        assert any(re.match(r"onnxruntime[>=]", p) for p in packages) == (not gpu)
+        svc = next(s for s in render.SERVICES if path.stem.startswith(s.name + "-"))
+        assert cfg.labels["grpc-port"] == str(svc.grpc)
+        for export in svc.exports:
+            assert f"exports/{export}/**" in cfg.include and (REPO / "exports" / export / "1" / "model.onnx").exists()
+
+
+def test_kubernetes_manifests_pass_the_schema_validator():
+    import kubernetes_validate
+
+    kinds: dict[str, set[str]] = {}
+    for path in sorted((DEPLOY / "k8s").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(doc, "1.31", strict=True)
+            kinds.setdefault(path.parent.name + "/" + path.stem, set()).add(doc["kind"])
+            if doc["kind"] == "Deployment":
+                c = doc["spec"]["template"]["spec"]["containers"][0]
+                assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+                assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
+                assert ("nvidia.com/gpu" in c["resources"]["limits"]) == (path.parent.name == "gpu")
+    for name in ("pipeline", "filter", "attributes", "sampler", "critic"):
+        assert kinds[f"base/{name}"] == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert {k for k in kinds if k.startswith("gpu/")} == {"gpu/filter", "gpu/attributes", "gpu/sampler", "gpu/critic"}
+
+
+def test_a_broken_manifest_is_caught():
+    import kubernetes_validate
+
+    doc = next(yaml.safe_load_all((DEPLOY / "k8s" / "base" / "filter.yaml").read_text()))
+    doc["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, "1.31", strict=True)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool missing (Debian package `prometheus`; .ci/run installs it)")
+def test_prometheus_config_and_alert_rules_pass_promtool():
+    prom = DEPLOY / "prometheus"
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        res = subprocess.run(["promtool", *args], cwd=prom, capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_dashboard_and_alerts_query_metrics_the_services_export():
+    from services.core import metrics
+
+    exported = {m._name for m in vars(metrics).values() if hasattr(m, "_name") and hasattr(m, "_type")}
+    exported |= {n + "_total" for n in exported} | {n + s for n in exported for s in ("_bucket", "_sum", "_count")}
+    dashboard = json.loads((DEPLOY / "grafana" / "facegen.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs.append((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    used = {m for e in exprs for m in re.findall(r"\bfacegen_[a-z_]+", e)}
+    assert used and used <= exported, used - exported
+
+
+def test_procfile_starts_every_service():
+    from honcho.environ import parse_procfile
+
+    render = _render()
+    procs = parse_procfile((DEPLOY / "Procfile").read_text()).processes
+    assert set(procs) == {s.name for s in render.SERVICES}
+    for s in render.SERVICES:
+        assert s.target in procs[s.name] and f"bentoml-{s.name}" in procs[s.name]
+    ports = dict(line.split("=") for line in (DEPLOY / "ports.env").read_text().splitlines() if line and line[0] != "#")
+    for s in render.SERVICES:
+        assert ports[f"FACEGEN_{s.name.upper()}_HTTP_PORT"] == str(s.http)
+        assert ports[f"FACEGEN_{s.name.upper()}_GRPC_PORT"] == str(s.grpc)

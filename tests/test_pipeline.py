@@ -1,0 +1,189 @@
+"""The generation pipeline end to end: all five services on free 127.0.0.1 ports, Generate over
+gRPC and HTTP, determinism, conditions, retouch, oversampling, streaming, bad input, metrics, a
+real Prometheus scraping every service, and degradation when the critic goes down."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from services.core.images import decode
+from services.core.proto import pb, rpc
+from tests import servers
+
+GENERATOR_CARD = servers.REPO / "exports" / "generator" / "1" / "card.json"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    started = servers.start_all()
+    yield started
+    for s in started.values():
+        s.stop()
+
+
+def _stub(stack) -> rpc.GenerationServiceStub:
+    return rpc.GenerationServiceStub(grpc.insecure_channel(stack["pipeline"].grpc_target))
+
+
+def _request(**kw) -> pb.GenerateRequest:
+    base = dict(conditions=pb.ConditionsRequest(eyes=pb.ConditionRequest(value=0.9),
+                                                mouth=pb.ConditionRequest(range=pb.Range(min=0.1, max=0.3))),
+                count=4, seed=7, temperature=0.8)
+    return pb.GenerateRequest(**{**base, **kw})
+
+
+def test_generate_is_deterministic_on_both_transports(stack):
+    stub = _stub(stack)
+    a, b = stub.Generate(_request(), timeout=60), stub.Generate(_request(), timeout=60)
+    assert [f.png for f in a.faces] == [f.png for f in b.faces] and len(a.faces) == 4
+    assert [f.seed for f in a.faces] == [7, 8, 9, 10] and a.candidates == 4 and not a.degraded
+    for f in a.faces:
+        assert f.requested.eyes == pytest.approx(0.9) and 0.1 <= f.requested.mouth <= 0.3
+        assert f.retouched and f.HasField("realness_before") and f.HasField("realness_after") and not f.missing
+        assert 0 <= f.p_female <= 1 and f.HasField("measured")
+        assert f.error.eyes == pytest.approx(abs(f.measured.eyes - f.requested.eyes), abs=1e-6)
+    r = httpx.post(f"{stack['pipeline'].url}/generate", timeout=60, json={
+        "conditions": {"eyes": 0.9, "mouth": {"min": 0.1, "max": 0.3}}, "count": 4, "seed": 7, "temperature": 0.8})
+    assert r.status_code == 200, r.text
+    faces = r.json()["faces"]
+    for f, g in zip(faces, a.faces, strict=True):
+        np.testing.assert_array_equal(decode(base64.b64decode(f["png"])), decode(g.png))
+        assert f["realness_after"] == pytest.approx(g.realness_after, abs=1e-6)
+        assert f["measured"]["eyes"] == pytest.approx(g.measured.eyes, abs=1e-6)
+
+
+def test_requested_conditions_are_honoured(stack):
+    """Background (the condition the shipped generator follows best) moves with the request, and
+    the mean error stays within the generator's measured fidelity (its card) plus a margin."""
+    fidelity = json.loads(GENERATOR_CARD.read_text())["metrics"]["condition_fidelity"]
+    stub = _stub(stack)
+    got = {}
+    for bg in (0.1, 0.9):
+        resp = stub.Generate(pb.GenerateRequest(conditions=pb.ConditionsRequest(background=pb.ConditionRequest(value=bg)),
+                                                count=16, seed=3), timeout=60)
+        got[bg] = np.array([f.measured.background for f in resp.faces])
+        errors = [f.condition_error for f in resp.faces]
+        assert np.mean(errors) <= fidelity["mean_mae"] * 1.5 + 0.05, (np.mean(errors), fidelity)
+    tolerance = fidelity["mae"]["background"] * 2 + 0.05
+    assert abs(got[0.1].mean() - 0.1) <= tolerance and abs(got[0.9].mean() - 0.9) <= tolerance, got
+    assert got[0.9].mean() - got[0.1].mean() > 0.4
+
+
+def test_retouch_changes_faces_and_can_be_turned_off(stack):
+    stub = _stub(stack)
+    on, off = stub.Generate(_request(), timeout=60), stub.Generate(_request(retouch=False), timeout=60)
+    assert any(a.png != b.png for a, b in zip(on.faces, off.faces, strict=True))
+    assert all(not f.retouched and not f.HasField("realness_after") and f.HasField("realness_before") for f in off.faces)
+    assert [f.realness_before for f in off.faces] == pytest.approx([f.realness_before for f in on.faces], abs=1e-6)
+
+
+def test_oversampling_keeps_the_best_candidates(stack):
+    stub = _stub(stack)
+    every = stub.Generate(_request(count=6), timeout=60).faces  # the same six candidates, all returned
+    best = stub.Generate(_request(count=2, oversample=3), timeout=60)
+    assert best.candidates == 6 and len(best.faces) == 2
+    rank = {f.candidate: f.realness_after - 4.0 * f.condition_error for f in every}
+    want = sorted(sorted(rank, key=lambda j: -rank[j])[:2])
+    assert [f.candidate for f in best.faces] == want
+    assert [f.png for f in best.faces] == [every[j].png for j in want]
+
+
+def test_stream_yields_the_same_faces(stack):
+    stub = _stub(stack)
+    want = stub.Generate(_request(count=6), timeout=60).faces
+    got = list(stub.GenerateStream(_request(count=6), timeout=60))
+    assert [f.png for f in got] == [f.png for f in want]
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"count": 100000}, "count"), ({"temperature": 3.0}, "temperature"), ({"oversample": 50}, "oversample"),
+    ({"conditions": pb.ConditionsRequest(head=pb.ConditionRequest(range=pb.Range(min=0.8, max=0.2)))}, "range"),
+    ({"conditions": pb.ConditionsRequest(eyes=pb.ConditionRequest(value=1.5))}, "eyes"),
+])
+def test_bad_requests_get_invalid_argument(stack, change, needle):
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(stack).Generate(_request(**change), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details()
+
+
+def test_bad_http_requests_get_400(stack):
+    url = f"{stack['pipeline'].url}/generate"
+    for body in ({"conditions": {"eyes": 1.5}}, {"conditions": {"head": {"min": 0.9, "max": 0.1}}},
+                 {"conditions": {"nose": 0.5}}, {"count": 100000}):
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+
+
+def test_every_service_counts_its_work_and_prometheus_scrapes_them(stack, tmp_path):
+    for name in ("filter", "attributes", "sampler", "critic", "refiner"):
+        server = stack["critic" if name == "refiner" else name]
+        text = httpx.get(f"{server.url}/metrics").text
+        assert f'facegen_images_total{{service="{name}"}}' in text, name
+    text = httpx.get(f"{stack['pipeline'].url}/metrics").text
+    assert 'facegen_requests_total{method="Generate",service="pipeline",status="OK",transport="grpc"}' in text
+    assert "facegen_realness_bucket" in text and 'facegen_candidates_total{outcome="kept"}' in text
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (Debian package `prometheus`; .ci/run installs it)")
+    port = servers.free_port()
+    targets = [f"127.0.0.1:{s.http_port}" for s in stack.values()]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({"global": {"scrape_interval": "1s"},
+                                  "scrape_configs": [{"job_name": "facegen", "static_configs": [{"targets": targets}]}]}))
+    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tempfile.mkdtemp()}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, health = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            try:
+                active = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+                health = {t["labels"]["instance"]: t["health"] for t in active}
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            if len(health) == 5 and set(health.values()) == {"up"}:
+                break
+            time.sleep(0.5)
+        assert len(health) == 5 and set(health.values()) == {"up"}, health
+        q = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "sum(facegen_images_total)"}).json()
+        assert q["status"] == "success" and float(q["data"]["result"][0]["value"][1]) > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_down_critic_fails_fast_or_degrades_then_recovers(stack):
+    stub = _stub(stack)
+    critic = stack["critic"]
+    critic.stop()
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(_request(), timeout=20)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "critic" in err.value.details()
+    assert time.monotonic() - t0 < 5
+    partial = stub.Generate(_request(allow_partial=True), timeout=20)
+    assert list(partial.degraded) == ["critic"] and len(partial.faces) == 4
+    assert all(f.missing == ["critic"] and not f.retouched and f.HasField("measured") for f in partial.faces)
+    r = httpx.post(f"{stack['pipeline'].url}/generate", json={"count": 2}, timeout=30)
+    assert r.status_code == 503 and "critic" in r.json()["error"]
+
+    stack["critic"] = servers.start(critic.service, "critic", http_port=critic.http_port, grpc_port=critic.grpc_port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            resp = stub.Generate(_request(), timeout=20)
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "the pipeline did not recover after the critic came back"
+            time.sleep(0.5)
+    assert all(f.retouched for f in resp.faces) and not resp.degraded
