@@ -131,12 +131,16 @@ def patch_bce(patch_logits: torch.Tensor, real: bool) -> torch.Tensor:
 
 
 def refiner_losses(refined: torch.Tensor, inputs: torch.Tensor, critic: nn.Module, attributes: nn.Module,
-                   self_regularisation: float, condition: float) -> dict[str, torch.Tensor]:
+                   self_regularisation: float, condition: float, large_change: float = 0.0,
+                   large_change_above: float = 6.0) -> dict[str, torch.Tensor]:
     """The refiner's objective for float NHWC images in [0, 255] (refined keeps its graph).
 
     adversarial: the critic should call every region of the refined image real;
     self_regularisation: mean |refined − input| in [0, 1] units (keeps the retouch small and local);
-    condition: mean |attributes(refined) − attributes(input)|, the drift of the five conditions.
+    condition: mean |attributes(refined) − attributes(input)|, the drift of the five conditions;
+    large_change: mean of the part of each channel's change beyond `large_change_above` (0..255
+    units), in 0..1 units: L1 alone lets every pixel move a little; this makes moving any pixel
+    far expensive, so a retouch stays subtle where it is not needed.
     Gradients flow through the critic and the attribute model into `refined` only; the caller
     keeps both models' parameters out of the refiner's optimiser."""
     adversarial = patch_bce(critic.patch_logits(refined), real=True)
@@ -144,5 +148,7 @@ def refiner_losses(refined: torch.Tensor, inputs: torch.Tensor, critic: nn.Modul
     with torch.no_grad():
         wanted = attributes(inputs)
     drift = (attributes(refined) - wanted).abs().mean()
-    total = adversarial + self_regularisation * regularisation + condition * drift
-    return {"loss": total, "adversarial": adversarial, "self_regularisation": regularisation, "condition": drift}
+    beyond = F.relu((refined - inputs).abs() - large_change_above).mean() / 255.0
+    total = adversarial + self_regularisation * regularisation + condition * drift + large_change * beyond
+    return {"loss": total, "adversarial": adversarial, "self_regularisation": regularisation, "condition": drift,
+            "large_change": beyond}

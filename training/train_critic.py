@@ -36,8 +36,12 @@ class CriticTrainConfig:
     refiner_steps: int = 600
     refiner_lr: float = 2e-4
     critic_lr_while_refining: float = 1e-4  # critic A keeps learning on refined images
-    self_regularisation: float = 20.0  # weight of mean |refined − input| (0..1 units)
-    condition_weight: float = 20.0  # weight of the condition drift measured by the attribute model
+    self_regularisation: float = 30.0  # weight of mean |refined − input| (0..1 units)
+    condition_weight: float = 100.0  # weight of the condition drift measured by the attribute model
+    # weight of the change beyond large_change_above/255 per channel: with L1 alone (weights 20–30)
+    # over half the pixels moved by more than 8/255; stronger L1 (60+) froze the refiner at identity
+    large_change_weight: float = 1000.0
+    large_change_above: float = 6.0
     history_size: int = 1024  # earlier refinements the critic keeps seeing (SimGAN §2.3)
     generated: int = 4000  # fresh generator samples per critic
     temperatures: tuple[float, ...] = (0.6, 0.8, 1.0)
@@ -138,7 +142,8 @@ def train_refiner(critic: Critic, attributes: torch.nn.Module, real: np.ndarray,
         with torch.no_grad():
             _, realness_map = critic(x)
         refined = refiner(x, realness_map)
-        parts = refiner_losses(refined, x, critic, attributes, cfg.self_regularisation, cfg.condition_weight)
+        parts = refiner_losses(refined, x, critic, attributes, cfg.self_regularisation, cfg.condition_weight,
+                               cfg.large_change_weight, cfg.large_change_above)
         opt_r.zero_grad(set_to_none=True)
         parts["loss"].backward()
         torch.nn.utils.clip_grad_norm_(refiner.parameters(), 10.0)

@@ -25,7 +25,7 @@ from services.core.runtime import ImageModel, ServingConfig, decode_proto_image,
 
 
 def _realness(out: dict[str, np.ndarray]) -> list[dict]:
-    return [{"realness": float(r), "realness_map": m.astype(float).round(4).tolist()}
+    return [{"realness": float(r), "realness_map": m.astype(float).tolist()}
             for r, m in zip(out["realness"], out["realness_map"], strict=True)]
 
 

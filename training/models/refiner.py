@@ -26,7 +26,7 @@ class RefinerConfig:
     image_size: int = 64
     width: int = 48  # channels of every full-resolution block
     blocks: int = 4  # residual blocks
-    max_change: float = 32.0  # bound of the per-pixel change, in 0..255 units
+    max_change: float = 16.0  # bound of the per-pixel change, in 0..255 units
     flag_below: float = 0.5  # realness at or above this leaves a region untouched
 
 

@@ -1,0 +1,152 @@
+"""Generation pipeline throughput and memory.
+
+    PYTHONPATH=. python tests/perf/bench_pipeline.py [--seconds 8] [--concurrency 1 8 32] [--count 1 16]
+
+Starts all five services on free 127.0.0.1 ports, drives Generate over gRPC and HTTP from a
+separate client process (closed loop, N requests in flight) and prints faces/s and p50/p99
+request latency per (transport, count, concurrency), next to the same chain of ONNX sessions
+called in-process, one batch of `count` faces at a time (sampler → critic → refiner → critic →
+attributes + filter) in the same run. Then the RSS of every service at rest and after the load.
+Client, services and the in-process chain share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import time
+
+import numpy as np
+
+from tests import servers
+
+
+def in_process(count: int, seconds: float) -> float:
+    """Faces/s of the chain of exported models called directly, batch = count."""
+    from services.core.exports import load_session
+
+    sess = {m: load_session(servers.REPO / "exports" / m / "1")[1]
+            for m in ("generator", "critic", "refiner", "attributes", "filter")}
+    noise = [i for i in sess["generator"].get_inputs() if i.name.startswith("noise_")]
+    cond = np.random.default_rng(0).random((count, 5), dtype=np.float32)
+
+    def chain() -> None:
+        feeds = {"conditions": cond, "temperature": np.array(0.8, np.float32)}
+        for j, i in enumerate(noise):  # per-face noise from its own seed, as the sampler does
+            feeds[i.name] = np.stack([np.random.default_rng(s).standard_normal(i.shape[1:], dtype=np.float32)
+                                      for s in range(j, j + count)])
+        images = sess["generator"].run(["images"], feeds)[0]
+        sess["critic"].run(None, {"images": images})
+        retouched = sess["refiner"].run(None, {"images": images})[0]
+        sess["critic"].run(None, {"images": retouched})
+        sess["attributes"].run(None, {"images": retouched})
+        sess["filter"].run(None, {"images": retouched})
+
+    chain()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        chain()
+        n += count
+    return n / (time.perf_counter() - t0)
+
+
+def _client(kind: str, target: str, count: int, concurrency: int, seconds: float, out: mp.Queue) -> None:
+    import aiohttp
+    import grpc
+
+    from services.core.proto import pb, rpc
+
+    latencies: list[float] = []
+    errors = 0
+
+    async def run() -> None:
+        nonlocal errors
+        stop = time.perf_counter() + seconds
+        if kind == "grpc":
+            async with grpc.aio.insecure_channel(target) as ch:
+                stub = rpc.GenerationServiceStub(ch)
+
+                async def worker(w: int) -> None:
+                    nonlocal errors
+                    k = 0
+                    while time.perf_counter() < stop:
+                        t0 = time.perf_counter()
+                        try:
+                            await stub.Generate(pb.GenerateRequest(count=count, seed=w * 10**6 + k), timeout=60)
+                            latencies.append(time.perf_counter() - t0)
+                        except grpc.RpcError:
+                            errors += 1
+                        k += count
+
+                await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        else:
+            async with aiohttp.ClientSession(target, connector=aiohttp.TCPConnector(limit=concurrency)) as client:
+
+                async def worker(w: int) -> None:
+                    nonlocal errors
+                    k = 0
+                    while time.perf_counter() < stop:
+                        t0 = time.perf_counter()
+                        async with client.post("/generate", json={"count": count, "seed": w * 10**6 + k}) as r:
+                            await r.read()
+                            if r.status == 200:
+                                latencies.append(time.perf_counter() - t0)
+                            else:
+                                errors += 1
+                        k += count
+
+                await asyncio.gather(*(worker(w) for w in range(concurrency)))
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    out.put((latencies, errors, time.perf_counter() - t0))
+
+
+def load(kind: str, target: str, count: int, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
+    q: mp.Queue = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_client, args=(kind, target, count, concurrency, seconds, q))
+    p.start()
+    latencies, errors, wall = q.get()
+    p.join()
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return len(latencies) * count / wall, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), errors
+
+
+def rss_mib(server: servers.Server) -> float:
+    """Resident memory of the server's process tree (bentoml serve + its workers)."""
+    import psutil
+
+    root = psutil.Process(server.proc.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--count", type=int, nargs="+", default=[1, 16])
+    args = ap.parse_args()
+
+    stack = servers.start_all()
+    try:
+        time.sleep(2)
+        at_rest = {name: rss_mib(s) for name, s in stack.items()}
+        head = f"{'transport':<9} {'count':>5} {'conc':>4} {'faces/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        print(head + "  in-process faces/s")
+        for count in args.count:
+            ref = in_process(count, args.seconds)
+            for conc in args.concurrency:
+                for kind, target in (("grpc", stack["pipeline"].grpc_target), ("http", stack["pipeline"].url)):
+                    rate, p50, p99, errors = load(kind, target, count, conc, args.seconds)
+                    print(f"{kind:<9} {count:>5} {conc:>4} {rate:>8.1f} {p50:>8.1f} {p99:>8.1f} {errors:>6}  "
+                          f"{ref:.1f} (pipeline/in-process {rate / ref:.2f})", flush=True)
+        loaded = {name: rss_mib(s) for name, s in stack.items()}
+        print("\nRSS MiB   " + "  ".join(f"{n}: {at_rest[n]:.0f} → {loaded[n]:.0f}" for n in stack))
+    finally:
+        for s in stack.values():
+            s.stop()
+
+
+if __name__ == "__main__":
+    main()
