@@ -18,9 +18,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket stays bound until all are picked, so the kernel
+    cannot hand out the same port twice (it does, one call at a time)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -61,8 +72,9 @@ def start(service: str, name: str, env: dict[str, str] | None = None, timeout: f
 
 def launch(service: str, name: str, env: dict[str, str] | None = None,
            http_port: int | None = None, grpc_port: int | None = None) -> Server:
-    http_port = http_port or free_port()
-    grpc_port = grpc_port or free_port()
+    spare = free_ports(2)
+    http_port = http_port or (spare[0] if spare[0] != grpc_port else spare[1])
+    grpc_port = grpc_port or (spare[1] if spare[1] != http_port else spare[0])
     home = Path(tempfile.mkdtemp(prefix=f"bentoml-{name}-"))
     log = home / "server.log"
     full_env = {
@@ -106,12 +118,14 @@ SERVICES = {  # name → bentoml target
 
 def start_all(env: dict[str, str] | None = None, timeout: float = 120.0) -> dict[str, Server]:
     """All five services on free ports, the pipeline pointed at the other four over gRPC."""
-    ports = {name: free_port() for name in SERVICES}
+    picked = free_ports(2 * len(SERVICES))
+    ports = dict(zip(SERVICES, picked[::2], strict=True))
+    http = dict(zip(SERVICES, picked[1::2], strict=True))
     wiring = {f"FACEGEN_PIPELINE_{name.upper()}": f"127.0.0.1:{ports[name]}" for name in SERVICES if name != "pipeline"}
     started: dict[str, Server] = {}
     try:
         for name, target in SERVICES.items():  # start together, then wait: startup overlaps
-            started[name] = launch(target, name, {**wiring, **(env or {})}, grpc_port=ports[name])
+            started[name] = launch(target, name, {**wiring, **(env or {})}, http_port=http[name], grpc_port=ports[name])
         for s in started.values():
             wait_ready(s, timeout)
     except Exception:

@@ -57,6 +57,11 @@ def test_same_seed_same_faces_on_both_transports(server):
         assert np.array_equal(_png(alone.faces[0].png), http_faces[1])
         other = stub.Sample(pb.SampleRequest(conditions=[cond], count=1, seed=7, temperature=0.7))
         assert not np.array_equal(_png(other.faces[0].png), http_faces[0])
+        # raw pixels (what the pipeline asks for) are the same faces, without the PNG
+        raw = stub.Sample(pb.SampleRequest(conditions=[cond], count=3, seed=42, temperature=0.7, raw_output=True))
+        for face, ref in zip(raw.faces, http_faces, strict=True):
+            assert not face.png and (face.raw.height, face.raw.width) == (64, 64)
+            assert np.array_equal(np.frombuffer(face.raw.pixels, np.uint8).reshape(64, 64, 3), ref)
 
 
 @pytest.mark.parametrize(

@@ -34,13 +34,18 @@ SERVICES = {
                "/v1/classify", "/classify_raw"),
     "attributes": ("services.attributes.service:AttributeService", "AttributeServiceStub", "Infer", "InferRequest",
                    "/v1/infer", "/infer_raw"),
+    # the critic has no raw multipart route: its multipart figures are skipped
+    "critic": ("services.critic.service:CriticService", "CriticServiceStub", "Score", "ScoreRequest", "/v1/score", None),
+    "critic-retouch": ("services.critic.service:CriticService", "CriticServiceStub", "Retouch", "RetouchRequest",
+                       "/v1/retouch", None),
 }
+EXPORT = {"critic-retouch": "refiner"}  # the model whose raw ORT rate is the ceiling
 
 
 def raw_ort(service: str, seconds: float, batch: int) -> float:
     from services.core.exports import load_session
 
-    _, session, _ = load_session(servers.REPO / "exports" / service / "1")
+    _, session, _ = load_session(servers.REPO / "exports" / EXPORT.get(service, service) / "1")
     x = np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8)
     session.run(None, {"images": x})
     n, t0 = 0, time.perf_counter()
@@ -201,10 +206,12 @@ def main() -> None:
     rates = ", ".join(f"batch {b} {raw_ort(args.service, 3, b):.0f} img/s" for b in (1, 8, 32))
     print(f"{args.service}: raw ONNX Runtime {rates}")
     with tempfile.TemporaryDirectory() as tmp:
-        server = servers.start(SERVICES[args.service][0], args.service,
+        server = servers.start(SERVICES[args.service][0], args.service.split("-")[0],
                                env={"FACEGEN_ALLOWED_ROOTS": tmp, "FACEGEN_JOBS_DIR": str(Path(tmp) / "jobs")})
         try:
             for kind in ("grpc", "http", "http-multipart"):
+                if kind == "http-multipart" and SERVICES[args.service][5] is None:
+                    continue
                 for c in args.concurrency:
                     r = drive(args.service, kind, server, c, args.seconds)
                     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}))
