@@ -24,8 +24,10 @@ from training.models.critic import Critic, upsample_map
 @dataclass(frozen=True)
 class RefinerConfig:
     image_size: int = 64
-    width: int = 48  # channels of every full-resolution block
-    blocks: int = 4  # residual blocks
+    # full resolution is what the serving cost scales with: 48 channels × 4 blocks retouched at
+    # 133 img/s under ONNX Runtime here, 32 × 3 at ~2.5× that, with the same held-out figures
+    width: int = 32  # channels of every full-resolution block
+    blocks: int = 3  # residual blocks
     max_change: float = 16.0  # bound of the per-pixel change, in 0..255 units
     flag_below: float = 0.5  # realness at or above this leaves a region untouched
 
