@@ -96,6 +96,8 @@ def fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def encode_png(img: np.ndarray) -> bytes:
+    # zlib level 1: 0.32 ms per generated 64×64 face instead of 1.02 ms at the default 6, for
+    # 11 % more bytes (6.2 KB vs 5.6 KB); encoding was a tenth of a 16-face pipeline request
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
