@@ -161,3 +161,37 @@ def test_ddp_under_torchrun_on_cpu(tmp_path):
     lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert len(lines) == 6  # only rank 0 logs
     assert (run_dir / "state.pt").exists()
+
+
+def test_condition_consistency_term_reaches_the_decoder_and_starts_from_a_run(trained, data, tmp_path):
+    """With condition_weight > 0 the loss holds the attribute model's error on prior samples, and
+    its gradient reaches the decoder; init_from starts a run from another run's weights."""
+    from training.models.attributes import ATTRIBUTE_PRESETS, AttributeNet
+    from training.train_generator import nelbo
+
+    torch.manual_seed(0)
+    attributes = AttributeNet(ATTRIBUTE_PRESETS["tiny"]).eval().requires_grad_(False)
+    model = AttributeGenerator(TINY.model)
+    x, c = torch.from_numpy(data[0][:8]), torch.from_numpy(data[1][:8])
+    on = config_io.override(TINY, {"condition_weight": 50.0})
+    torch.manual_seed(1)
+    with_term = nelbo(model, x, c, 100, on, attributes=attributes)
+    torch.manual_seed(1)
+    without = nelbo(model, x, c, 100, TINY, attributes=attributes)
+    assert with_term.condition_drift > 0
+    assert torch.isclose(with_term.loss - without.loss, 50.0 * with_term.condition_drift, rtol=1e-3, atol=1e-5)
+    head = model.head[-1] if isinstance(model.head, torch.nn.Sequential) else model.head
+    (grad,) = torch.autograd.grad(with_term.loss - without.loss, [next(head.parameters())], allow_unused=True)
+    assert grad is not None and grad.abs().sum() > 0
+
+    run = trained[2] / "run"
+    cfg = config_io.override(on, {"steps": 2, "init_from": str(run)})
+    model2, _ = train(*data, cfg, RunFolder(tmp_path / "run", cfg), attributes=attributes)
+    start = torch.load(run / "state.pt", map_location="cpu", weights_only=False)["model"]
+    fresh = AttributeGenerator(TINY.model).state_dict()
+    got = model2.state_dict()
+    floats = [k for k, v in start.items() if v.dtype.is_floating_point and not torch.equal(v, fresh[k])]
+    # two small steps away from the run it started from, far from a fresh initialisation
+    near = sum(float((got[k] - start[k]).abs().sum()) for k in floats)
+    far = sum(float((fresh[k] - start[k]).abs().sum()) for k in floats)
+    assert 0 < near < 0.2 * far

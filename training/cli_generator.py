@@ -22,7 +22,9 @@ from training.cli_filter import _open, step_progress
               default=Path("exports/attributes/1"), show_default=True, help="measures condition fidelity")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="export the EMA sampler here, e.g. exports/generator/1")
-def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir) -> None:
+@click.option("--attributes-run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/attributes"),
+              show_default=True, help="trained attribute model (PyTorch), for condition_weight > 0")
+def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir, attributes_run) -> None:
     """Train the generator, report bits/dim, KL per group, sample and sweep grids, fidelity."""
     import numpy as np
     from tqdm import tqdm
@@ -53,7 +55,12 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     is_val = np.array([split_of(r.file, cfg.seed, 0.05, 0.0) == "val" for r in kept])
     click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=step_progress(bar))
+        attributes = None
+        if cfg.condition_weight > 0:
+            from training.train_attributes import load_trained
+
+            attributes, _ = load_trained(attributes_run)
+        _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=step_progress(bar), attributes=attributes)
     if not finish_distributed():
         return  # under torchrun, rank 0 alone evaluates and exports
     model = ema.shadow.eval()

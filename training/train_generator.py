@@ -35,6 +35,12 @@ class GeneratorTrainConfig:
     eval_every: int = 500
     seed: int = 0
     threads: int = 0
+    # condition consistency: prior samples for shuffled batch conditions are measured by the frozen
+    # attribute model, and |measured − requested| is added to the loss with this weight (0 = off).
+    # The ELBO alone let the decoder ignore small details: eyes and mouth stayed at chance.
+    condition_weight: float = 0.0
+    condition_temperature: float = 0.8
+    init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
 
 
 TRAIN_PRESETS = {
@@ -53,12 +59,22 @@ class NelboTerms:
     kl_groups: torch.Tensor  # [G] mean KL per group (nats)
     kl_coeffs: torch.Tensor  # [G]
     beta: float
+    condition_drift: torch.Tensor | None = None  # mean |measured − requested| of prior samples
 
 
 def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Tensor, step: int,
-          cfg: GeneratorTrainConfig, spectral: losses.SpectralRegularizer | None = None) -> NelboTerms:
-    params, kls = model(images, conditions)  # through forward: a DDP wrapper syncs its gradients
-    model = getattr(model, "module", model)  # the network itself, for its config
+          cfg: GeneratorTrainConfig, spectral: losses.SpectralRegularizer | None = None,
+          attributes: torch.nn.Module | None = None) -> NelboTerms:
+    net = getattr(model, "module", model)  # the network itself, for its config
+    consistency = attributes is not None and cfg.condition_weight > 0
+    if consistency:
+        # shuffled conditions keep real combinations; the noise comes from torch's global generator
+        wanted = conditions[torch.randperm(len(conditions), device=conditions.device)]
+        noise = [torch.randn(len(conditions), *s, device=conditions.device) for s in net.group_shapes]
+        params, kls, prior_images = model(images, conditions, wanted, noise, cfg.condition_temperature)
+    else:
+        params, kls = model(images, conditions)  # through forward: a DDP wrapper syncs its gradients
+    model = net
     x = images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
     recon = losses.dmol_nll(x, params, model.cfg.mixtures)
     kl_all = torch.stack(kls, dim=1)  # [N, G]
@@ -77,7 +93,13 @@ def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Ten
     if cfg.bn_weight:
         penalty = penalty + cfg.bn_weight * losses.bn_scale_penalty(model)
     loss = ((recon + kl_weighted).mean() + penalty) / dims
-    return NelboTerms(loss, (recon + kl_all.sum(1)).detach(), recon.detach(), kl_all.detach().mean(0), coeffs, beta)
+    drift = torch.zeros((), device=images.device)
+    if consistency:
+        measured = attributes((prior_images.permute(0, 2, 3, 1) + 1.0) * 127.5)  # NHWC in [0, 255]
+        drift = (measured - wanted).abs().mean()
+        loss = loss + cfg.condition_weight * drift
+    return NelboTerms(loss, (recon + kl_all.sum(1)).detach(), recon.detach(), kl_all.detach().mean(0), coeffs, beta,
+                      drift.detach())
 
 
 class EMA(torch.nn.Module):
@@ -99,11 +121,22 @@ class EMA(torch.nn.Module):
 
 
 def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig, run: RunFolder,
-          progress=None) -> tuple[AttributeGenerator, EMA]:
-    """Images uint8 [N, 64, 64, 3] with conditions float [N, 5]; resumes from run/state.pt."""
+          progress=None, attributes: torch.nn.Module | None = None) -> tuple[AttributeGenerator, EMA]:
+    """Images uint8 [N, 64, 64, 3] with conditions float [N, 5]; resumes from run/state.pt.
+    `attributes` (frozen, NHWC [0, 255] → conditions) is needed when cfg.condition_weight > 0."""
+    if cfg.condition_weight > 0 and attributes is None:
+        raise ValueError("condition_weight > 0 needs the attribute model (--attributes-run)")
     torch.manual_seed(cfg.seed)
     model = AttributeGenerator(cfg.model)
     ema = EMA(model, cfg.ema_decay)
+    if cfg.init_from and not run.state_path.exists():
+        from pathlib import Path
+
+        payload = torch.load(Path(cfg.init_from) / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(payload["model"])
+        ema.load_state_dict(payload["ema"])
+    if attributes is not None:
+        attributes.eval().requires_grad_(False)
     spectral = losses.SpectralRegularizer(model)
     x_all, c_all = torch.from_numpy(images), torch.from_numpy(conditions.astype(np.float32))
     head = 4  # index of head in CONDITIONS
@@ -119,7 +152,9 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
 
     def loss_fn(m: AttributeGenerator, batch) -> torch.Tensor:
         x, c, step = batch
-        return nelbo(m, x, c, step, cfg, spectral).loss
+        if attributes is not None:
+            attributes.to(x.device)  # a no-op after the first step
+        return nelbo(m, x, c, step, cfg, spectral, attributes).loss
 
     def on_step(step: int) -> None:
         ema.update(model)

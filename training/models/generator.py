@@ -155,9 +155,18 @@ class AttributeGenerator(nn.Module):
                 h = self.dec_up[i](h)
         return self.head(F.silu(self.post_up(h))), kls
 
-    def forward(self, images: torch.Tensor, conditions: torch.Tensor):
-        """Training pass: (output distribution parameters [N, 10·M, H, W], KL per group [N] each)."""
-        return self._top_down(conditions, self.encode(images, conditions), None)
+    def forward(self, images: torch.Tensor, conditions: torch.Tensor, prior_conditions: torch.Tensor | None = None,
+                prior_noise: list[torch.Tensor] | None = None, prior_temperature: float = 1.0):
+        """Training pass: (output distribution parameters [N, 10·M, H, W], KL per group [N] each).
+
+        With `prior_conditions`, also decodes prior samples for them (noise given) and returns
+        their expected images in [-1, 1] as a third value: the condition-consistency loss needs
+        them, and under DDP every loss must come out of forward."""
+        params, kls = self._top_down(conditions, self.encode(images, conditions), None)
+        if prior_conditions is None:
+            return params, kls
+        prior_params, _ = self._top_down(prior_conditions, None, prior_noise, prior_temperature)
+        return params, kls, mixture_mean(prior_params, self.cfg.mixtures)
 
     def sample(self, conditions: torch.Tensor, noise: list[torch.Tensor], temperature: torch.Tensor | float = 1.0):
         """uint8 RGB NHWC images from the prior; all randomness comes in through `noise`."""
