@@ -24,7 +24,7 @@ set +a
 
 honcho -f deploy/Procfile -d . start >"$out/services.log" 2>&1 &
 honcho_pid=$!
-stop() { kill -TERM "$honcho_pid" 2>/dev/null; wait "$honcho_pid" 2>/dev/null; echo "[facegen] services stopped"; }
+stop() { kill -TERM "$honcho_pid" 2>/dev/null || true; wait "$honcho_pid" 2>/dev/null || true; echo "[facegen] services stopped"; }
 trap stop EXIT
 trap 'exit 130' INT TERM
 for svc in pipeline filter attributes sampler critic; do
