@@ -72,9 +72,9 @@ def start(service: str, name: str, env: dict[str, str] | None = None, timeout: f
 
 def launch(service: str, name: str, env: dict[str, str] | None = None,
            http_port: int | None = None, grpc_port: int | None = None) -> Server:
-    spare = free_ports(2)
-    http_port = http_port or (spare[0] if spare[0] != grpc_port else spare[1])
-    grpc_port = grpc_port or (spare[1] if spare[1] != http_port else spare[0])
+    if http_port is None or grpc_port is None:  # fill the missing ones with ports the caller did not take
+        spare = [p for p in free_ports(3) if p not in (http_port, grpc_port)]
+        http_port, grpc_port = http_port or spare[0], grpc_port or spare[1]
     home = Path(tempfile.mkdtemp(prefix=f"bentoml-{name}-"))
     log = home / "server.log"
     full_env = {

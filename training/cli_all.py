@@ -46,15 +46,11 @@ def dataset_fingerprint(root: Path) -> str:
 
 
 def file_hash(path: Path) -> str:
-    if path.is_dir():
-        path = path / "model.onnx"
-    if not path.exists():
-        return "missing"
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a file, or of an export folder's model.onnx; "missing" before it exists."""
+    from training.export import sha256_file
+
+    path = path / "model.onnx" if path.is_dir() else path
+    return sha256_file(path) if path.exists() else "missing"
 
 
 def stage_key(stage: Stage, config: dict, dataset: str) -> str:

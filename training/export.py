@@ -94,6 +94,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def open_export(export_dir: Path | str, threads: int = 0):
+    """(signature, CPU ONNX Runtime session) of an export, after checking model.onnx against the
+    sha256 in card.json: training-side inference refuses a modified or half-copied model."""
+    import onnxruntime as ort
+
+    export_dir = Path(export_dir)
+    card = json.loads((export_dir / "card.json").read_text())
+    if sha256_file(export_dir / "model.onnx") != card["onnx_sha256"]:
+        raise ValueError(f"{export_dir / 'model.onnx'}: sha256 does not match card.json")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(export_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    return json.loads((export_dir / "signature.json").read_text()), session
+
+
 def _spec_json(s: TensorSpec) -> dict[str, Any]:
     d = {"name": s.name, "dtype": s.dtype, "shape": list(s.shape)}
     if s.range is not None:

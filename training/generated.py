@@ -7,27 +7,16 @@ order of signature.json's `latent_groups` — the sampler service's contract (se
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from training.export import sha256_file
+from training.export import open_export
 
 
 class OnnxGenerator:
     def __init__(self, export_dir: Path | str, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        export_dir = Path(export_dir)
-        card = json.loads((export_dir / "card.json").read_text())
-        if sha256_file(export_dir / "model.onnx") != card["onnx_sha256"]:
-            raise ValueError(f"{export_dir / 'model.onnx'}: sha256 does not match card.json")
-        self.signature = json.loads((export_dir / "signature.json").read_text())
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(export_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.signature, self.session = open_export(export_dir, threads)
         self.shapes = [tuple(s) for s in self.signature["latent_groups"]]
         self.image_size = int(self.signature["image"]["height"])
 

@@ -9,7 +9,6 @@ Scoring uses the exported ONNX model (the one the services run), so both agree e
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from training.data.dataset import Dataset
 from training.data.loader import load_images
 from training.data.preprocess import Preprocess
-from training.export import sha256_file
+from training.export import open_export
 
 REASONS = ("kept", "below_threshold", "male_folder", "unreadable")
 
@@ -39,14 +38,7 @@ class OnnxImageModel:
     """
 
     def __init__(self, export_dir: Path | str) -> None:
-        import onnxruntime as ort
-
-        export_dir = Path(export_dir)
-        card = json.loads((export_dir / "card.json").read_text())
-        self.signature = json.loads((export_dir / "signature.json").read_text())
-        if sha256_file(export_dir / "model.onnx") != card["onnx_sha256"]:
-            raise ValueError(f"{export_dir / 'model.onnx'}: sha256 does not match card.json")
-        self.session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+        self.signature, self.session = open_export(export_dir)
         img = self.signature["image"]
         self.preprocess = Preprocess(height=img["height"], width=img["width"])
 
