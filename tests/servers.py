@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -59,6 +60,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        # the workers may outlive bentoml's main process for a moment, still holding the gRPC
+        # port: a restart on the same ports must wait until the whole group is gone
+        for wait_s, then in ((10, signal.SIGKILL), (5, None)):
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except (ProcessLookupError, PermissionError):
+                    return
+                time.sleep(0.05)
+            if then is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, then)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -30,7 +30,11 @@ class PortInUse(RuntimeError):
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port. SO_REUSEADDR, as gRPC's own listener sets it:
+    connections of a server that just stopped linger in TIME_WAIT on its port, which must not
+    stop its restart; a live listener still makes the bind fail."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
