@@ -64,7 +64,8 @@ class ModelService:
             "model": self.model.info,
             "grpc": {"port": self.cfg.grpc_port, "serving": self.grpc.serving},
             "queue": {"images": self.model.batcher.queued, "limit": self.cfg.max_queue},
-            "batching": {"max_batch_size": self.cfg.max_batch_size, "max_latency_ms": self.cfg.max_latency_ms},
+            "batching": {"max_batch_size": self.cfg.max_batch_size, "max_latency_ms": self.cfg.max_latency_ms,
+                         "lanes": self.model.lanes},
         }
 
 

@@ -34,10 +34,15 @@ class ServingConfig:
     grpc_port: int = 50051
     grpc_host: str = "0.0.0.0"
     device: str = "auto"  # auto | cpu | cuda
-    intra_op_threads: int = 0  # 0 = ONNX Runtime's default (all cores)
+    # batches that run at once (0 = auto: one per core, at most 4, on a CPU; 1 on a GPU), each with
+    # intra_op_threads threads (0 = auto: the cores shared out between the lanes)
+    lanes: int = 0
+    intra_op_threads: int = 0
     ort_spin: int = 0  # 1 lets idle ORT threads spin (lower latency when the cores are otherwise idle)
     max_batch_size: int = 64
-    max_latency_ms: float = 2.0
+    # how long a batch waits for company when a lane is free; 0: batches form only while every lane
+    # is busy, which costs a lone request nothing and still fills batches under load
+    max_latency_ms: float = 0.0
     max_queue: int = 2048  # images waiting, across requests
     timeout_s: float = 30.0  # per request, when the caller sets no deadline
     max_images_per_request: int = 256
@@ -65,6 +70,14 @@ def settings_from_env(cls: type, service: str, **defaults):
     return cls(**values)
 
 
+def cpu_lanes_and_threads(lanes: int, threads: int) -> tuple[int, int]:
+    """Resolve the auto (0) settings against the cores this process may use: one single-thread
+    lane per core up to 4 lanes, the remaining cores shared out as intra-op threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    lanes = lanes or min(cores, 4)
+    return lanes, threads or max(1, cores // lanes)
+
+
 class BatchedModel:
     """An exported model behind a micro-batcher, with its metrics: what every served model shares.
     Subclasses implement `_run(x) -> outputs` for one batch of packed rows."""
@@ -72,13 +85,15 @@ class BatchedModel:
     def __init__(self, name: str, cfg: ServingConfig, export_name: str | None = None) -> None:
         self.name, self.cfg = name, cfg
         self.export: Export = read_export(cfg.export or REPO / "exports" / (export_name or name) / "1")
-        self.session, self.provider = create_session(
-            self.export, cfg.device, cfg.intra_op_threads, spin=bool(cfg.ort_spin)
-        )
+        cpu_lanes, threads = cpu_lanes_and_threads(cfg.lanes, cfg.intra_op_threads)
+        self.session, self.provider = create_session(self.export, cfg.device, threads, spin=bool(cfg.ort_spin))
+        # a GPU runs one batch at a time anyway; parallel lanes would only split its batches
+        self.lanes = cfg.lanes or (1 if self.provider == "CUDAExecutionProvider" else cpu_lanes)
         self.metrics = ServiceMetrics(name)
         self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
         self.batcher = MicroBatcher(
-            self._run, cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue, self.metrics.batch, self.metrics.queue
+            self._run, cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue, self.metrics.batch, self.metrics.queue,
+            lanes=self.lanes,
         )
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -10,7 +10,10 @@ MAX_OVERSAMPLE, STREAM_CHUNK.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -45,8 +48,17 @@ def _conditions(v) -> dict[str, float]:
     return dict(zip(CONDITIONS, map(float, v), strict=True))
 
 
-def face_dict(f: Face) -> dict:
-    out = {"candidate": f.candidate, "seed": f.seed, "png": base64.b64encode(imgs.encode_png(f.image)).decode(),
+# Pillow's zlib releases the GIL: faces are PNG-encoded side by side, off the event loop
+_PNG_POOL = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="png")
+
+
+async def encode_pngs(faces: list[Face]) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    return list(await asyncio.gather(*(loop.run_in_executor(_PNG_POOL, imgs.encode_png, f.image) for f in faces)))
+
+
+def face_dict(f: Face, png: bytes) -> dict:
+    out = {"candidate": f.candidate, "seed": f.seed, "png": base64.b64encode(png).decode(),
            "requested": _conditions(f.requested), "retouched": f.retouched, "missing": f.missing,
            "realness_before": f.before.realness if f.before else None,
            "realness_after": f.after.realness if f.after else None, "p_female": f.p_female,
@@ -57,8 +69,8 @@ def face_dict(f: Face) -> dict:
     return out
 
 
-def face_pb(f: Face) -> pb.GeneratedFace:
-    msg = pb.GeneratedFace(png=imgs.encode_png(f.image), seed=f.seed, candidate=f.candidate,
+def face_pb(f: Face, png: bytes) -> pb.GeneratedFace:
+    msg = pb.GeneratedFace(png=png, seed=f.seed, candidate=f.candidate,
                            requested=pb.Conditions(**_conditions(f.requested)), retouched=f.retouched, missing=f.missing)
     if f.measured is not None:
         msg.measured.CopyFrom(pb.Conditions(**_conditions(f.measured)))
@@ -93,14 +105,16 @@ class GenerationServicer(rpc.GenerationServiceServicer):
         async with grpc_call(self.svc.metrics, "Generate", context):
             spec = spec_from_pb(request, self.svc.cfg)
             faces, degraded = await self.svc.pipeline.generate(spec, remaining(context))
-            return pb.GenerateResponse(faces=[face_pb(f) for f in faces], degraded=sorted(degraded),
+            pngs = await encode_pngs(faces)
+            return pb.GenerateResponse(faces=[face_pb(f, png) for f, png in zip(faces, pngs, strict=True)],
+                                       degraded=sorted(degraded),
                                        candidates=spec.candidates)
 
     async def GenerateStream(self, request, context):
         async with grpc_call(self.svc.metrics, "GenerateStream", context):
             spec = spec_from_pb(request, self.svc.cfg)
             async for f in self.svc.pipeline.stream(spec, self.svc.cfg.stream_chunk, remaining(context)):
-                await context.write(face_pb(f))
+                await context.write(face_pb(f, (await encode_pngs([f]))[0]))
 
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -186,6 +200,8 @@ class GenerationService:
             spec = validate(wanted, count, temperature, seed, retouch, oversample, allow_partial,
                             self.cfg.max_faces, self.cfg.max_oversample)
             faces, degraded = await self.pipeline.generate(spec)
-            return {"faces": [face_dict(f) for f in faces], "degraded": sorted(degraded), "candidates": spec.candidates}
+            pngs = await encode_pngs(faces)
+            return {"faces": [face_dict(f, png) for f, png in zip(faces, pngs, strict=True)],
+                    "degraded": sorted(degraded), "candidates": spec.candidates}
 
         return await http_call(self.metrics, "generate", work)
