@@ -1,10 +1,10 @@
 """Micro-batching for ONNX Runtime, shared by the HTTP and gRPC paths of a service.
 
 Concurrent requests (each one or more images) are merged into one model call of up to
-`max_batch_size` images, waiting at most `max_latency_ms` after the oldest request arrived for
-company. Up to `lanes` batches run at once, each in its own worker thread (ONNX Runtime releases
-the GIL); requests arriving meanwhile form the next batches, so batches grow with load by
-themselves.
+`max_batch_size` images; while the model is busy, a batch waits at most `max_latency_ms` after
+its oldest request arrived for company (when every lane is idle it goes at once). Up to `lanes`
+batches run at once, each in its own worker thread (ONNX Runtime releases the GIL); requests
+arriving meanwhile form the next batches, so batches grow with load by themselves.
 
 Why lanes: on a CPU, one session run with N intra-op threads scales worse than N single-thread
 runs side by side, and a service whose intra-op threads wait for one another burns CPU that the
@@ -139,10 +139,14 @@ class MicroBatcher:
             if not self._pending or self._busy >= self.lanes:
                 await self._wait()
                 continue
-            # give concurrent requests a moment to join, counted from the oldest one's arrival,
-            # unless a full batch is already waiting
-            until = self._pending[0].arrived + self.max_latency
-            while self._queued < self.max_batch_size and time.monotonic() < until:
+            # Under load (a lane is busy) give concurrent requests a moment to join, counted from
+            # the oldest one's arrival, unless a full batch is already waiting. With every lane idle
+            # nobody is coming: waiting would only add latency to a lone request (nor does the rest
+            # of a request whose first slice already runs wait).
+            head = self._pending[0]
+            until = head.arrived + self.max_latency
+            while (self._busy and not head.taken and self._queued < self.max_batch_size
+                   and time.monotonic() < until):
                 await self._wait(until - time.monotonic())
             # spread what waits over the idle lanes, in slices of at least min_split rows
             idle = self.lanes - self._busy

@@ -40,9 +40,8 @@ class ServingConfig:
     intra_op_threads: int = 0
     ort_spin: int = 0  # 1 lets idle ORT threads spin (lower latency when the cores are otherwise idle)
     max_batch_size: int = 64
-    # how long a batch waits for company when a lane is free; 0: batches form only while every lane
-    # is busy, which costs a lone request nothing and still fills batches under load
-    max_latency_ms: float = 0.0
+    # how long a batch waits for company while another lane is busy (an idle model never waits)
+    max_latency_ms: float = 2.0
     max_queue: int = 2048  # images waiting, across requests
     timeout_s: float = 30.0  # per request, when the caller sets no deadline
     max_images_per_request: int = 256
