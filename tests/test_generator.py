@@ -195,3 +195,29 @@ def test_condition_consistency_term_reaches_the_decoder_and_starts_from_a_run(tr
     near = sum(float((got[k] - start[k]).abs().sum()) for k in floats)
     far = sum(float((fresh[k] - start[k]).abs().sum()) for k in floats)
     assert 0 < near < 0.2 * far
+
+
+def test_readjust_bn_recomputes_the_decoder_statistics_from_prior_samples():
+    from training.train_generator import readjust_bn
+
+    torch.manual_seed(0)
+    model = AttributeGenerator(GENERATOR_PRESETS["tiny"])
+    bns = dict((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    encoder_before = {n: m.running_mean.clone() for n, m in bns.items() if n.startswith("enc_")}
+    assert encoder_before
+    probe = next(n for n in bns if n.startswith("dec_cells"))
+    seen = []
+    hook = bns[probe].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    readjust_bn(model, temperature=0.7, batches=2, batch_size=4, seed=3)
+    hook.remove()
+
+    # momentum None: the running mean is the plain average of the two batches' means
+    expected = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)
+    torch.testing.assert_close(bns[probe].running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(bns[n].running_mean, v) for n, v in encoder_before.items())  # sampling skips the encoder
+    assert not model.training and all(m.momentum == 0.1 for m in bns.values())
+    # the same seed gives the same statistics
+    again = AttributeGenerator(GENERATOR_PRESETS["tiny"])
+    again.load_state_dict(model.state_dict())
+    readjust_bn(again, temperature=0.7, batches=2, batch_size=4, seed=3)
+    torch.testing.assert_close(again.state_dict()[f"{probe}.running_var"], model.state_dict()[f"{probe}.running_var"])

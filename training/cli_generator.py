@@ -24,7 +24,12 @@ from training.cli_filter import _open, step_progress
               help="export the EMA sampler here, e.g. exports/generator/1")
 @click.option("--attributes-run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/attributes"),
               show_default=True, help="trained attribute model (PyTorch), for condition_weight > 0")
-def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir, attributes_run) -> None:
+@click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=100, show_default=True,
+              help="batches of prior samples that re-estimate the EMA decoder's BatchNorm statistics before the "
+                   "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics)")
+@click.option("--readjust-temperature", type=click.FloatRange(0.0, 2.0), default=0.8, show_default=True)
+def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir, attributes_run,
+                  readjust_batches, readjust_temperature) -> None:
     """Train the generator, report bits/dim, KL per group, sample and sweep grids, fidelity."""
     import numpy as np
     from tqdm import tqdm
@@ -64,8 +69,13 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     if not finish_distributed():
         return  # under torchrun, rank 0 alone evaluates and exports
     model = ema.shadow.eval()
-    report = {"held_out": held_out(model, images[is_val], c[is_val]),
-              "grids": [str(p) for p in sample_grids(model, run.root)]}
+    report = {"held_out": held_out(model, images[is_val], c[is_val])}  # with the statistics of training
+    if readjust_batches:
+        from training.train_generator import readjust_bn
+
+        readjust_bn(model, readjust_temperature, readjust_batches, seed=cfg.seed)
+        report["readjust_bn"] = {"batches": readjust_batches, "temperature": readjust_temperature}
+    report["grids"] = [str(p) for p in sample_grids(model, run.root)]
     if attribute_export.exists():
         report["condition_fidelity"] = condition_fidelity(model, attribute_export)
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

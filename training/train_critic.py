@@ -36,10 +36,12 @@ class CriticTrainConfig:
     refiner_steps: int = 600
     refiner_lr: float = 2e-4
     critic_lr_while_refining: float = 1e-4  # critic A keeps learning on refined images
-    # weight of mean |refined − input| (0..1 units). Against the shipped generator's faces, 30 with
-    # condition_weight 100 froze the refiner at the identity; 15 / 50 retouches within the goals
-    self_regularisation: float = 15.0
-    condition_weight: float = 50.0  # weight of the condition drift measured by the attribute model
+    # weight of mean |refined − input| (0..1 units). The refiner freezes at the identity when it is
+    # too strong for the generator at hand: 30 / 100 (with condition_weight) worked on the first
+    # generator, 15 / 50 on the fine-tuned one, and the shipped one (BN re-estimated, faces a
+    # little more real to the critic) froze at 15 / 50 and needs 7.5 / 25
+    self_regularisation: float = 7.5
+    condition_weight: float = 25.0  # weight of the condition drift measured by the attribute model
     # weight of the change beyond large_change_above/255 per channel: with L1 alone (weights 20–30)
     # over half the pixels moved by more than 8/255; stronger L1 (60+) froze the refiner at identity
     large_change_weight: float = 1000.0
