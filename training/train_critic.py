@@ -38,8 +38,8 @@ class CriticTrainConfig:
     critic_lr_while_refining: float = 1e-4  # critic A keeps learning on refined images
     # weight of mean |refined − input| (0..1 units). The refiner freezes at the identity when it is
     # too strong for the generator at hand: 30 / 100 (with condition_weight) worked on the first
-    # generator, 15 / 50 on the fine-tuned one, and the shipped one (BN re-estimated, faces a
-    # little more real to the critic) froze at 15 / 50 and needs 7.5 / 25
+    # generator, 15 / 50 on the fine-tuned one; the BN-re-estimated one froze at 15 / 50, and 7.5 / 25
+    # retouch within the goals there and on the shipped (longer-trained) one
     self_regularisation: float = 7.5
     condition_weight: float = 25.0  # weight of the condition drift measured by the attribute model
     # weight of the change beyond large_change_above/255 per channel: with L1 alone (weights 20–30)
