@@ -139,3 +139,13 @@ def test_queue_limit_and_deadline():
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError):
         MicroBatcher(lambda x: {}, lanes=0)
+
+
+def test_a_model_without_outputs_still_answers_every_slice():
+    async def main():
+        b = MicroBatcher(lambda x: {}, max_latency_ms=0, lanes=2, min_split=2)
+        out = await asyncio.wait_for(b.submit(rows(0, 8)), 5)
+        await b.close()
+        return out
+
+    assert run(main()) == {}

@@ -57,9 +57,9 @@ class _Pending:
     def left(self) -> int:
         return len(self.x) - self.taken
 
-    def deliver(self, start: int, out: dict[str, np.ndarray]) -> None:
+    def deliver(self, start: int, rows: int, out: dict[str, np.ndarray]) -> None:
         self.parts.append((start, out))
-        self.finished += len(next(iter(out.values()))) if out else 0
+        self.finished += rows
         if self.finished == len(self.x) and not self.future.done():
             parts = [o for _, o in sorted(self.parts, key=lambda p: p[0])]
             self.future.set_result(parts[0] if len(parts) == 1 else
@@ -177,7 +177,7 @@ class MicroBatcher:
             for s in batch:
                 n = s.stop - s.start
                 if not s.pending.future.done():
-                    s.pending.deliver(s.start, {k: v[row : row + n] for k, v in out.items()})
+                    s.pending.deliver(s.start, n, {k: v[row : row + n] for k, v in out.items()})
                 row += n
         finally:
             self._busy -= 1
