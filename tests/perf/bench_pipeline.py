@@ -18,6 +18,7 @@ import multiprocessing as mp
 import time
 
 import numpy as np
+from timing import closed_loop, rate  # tests/perf/timing.py (the script's folder is on sys.path)
 
 from tests import servers
 
@@ -43,12 +44,7 @@ def in_process(count: int, seconds: float) -> float:
         sess["attributes"].run(None, {"images": retouched})
         sess["filter"].run(None, {"images": retouched})
 
-    chain()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        chain()
-        n += count
-    return n / (time.perf_counter() - t0)
+    return rate(chain, count, seconds)
 
 
 def _client(kind: str, target: str, count: int, concurrency: int, seconds: float, out: mp.Queue) -> None:
@@ -57,49 +53,33 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
 
     from services.core.proto import pb, rpc
 
-    latencies: list[float] = []
-    errors = 0
+    def seed(w: int, k: int) -> int:  # every request draws new faces
+        return w * 10**6 + k * count
 
-    async def run() -> None:
-        nonlocal errors
-        stop = time.perf_counter() + seconds
+    async def run() -> tuple[list[float], int]:
         if kind == "grpc":
             async with grpc.aio.insecure_channel(target) as ch:
                 stub = rpc.GenerationServiceStub(ch)
 
-                async def worker(w: int) -> None:
-                    nonlocal errors
-                    k = 0
-                    while time.perf_counter() < stop:
-                        t0 = time.perf_counter()
-                        try:
-                            await stub.Generate(pb.GenerateRequest(count=count, seed=w * 10**6 + k), timeout=60)
-                            latencies.append(time.perf_counter() - t0)
-                        except grpc.RpcError:
-                            errors += 1
-                        k += count
+                async def send(w: int, k: int) -> bool:
+                    try:
+                        await stub.Generate(pb.GenerateRequest(count=count, seed=seed(w, k)), timeout=60)
+                        return True
+                    except grpc.RpcError:
+                        return False
 
-                await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        else:
-            async with aiohttp.ClientSession(target, connector=aiohttp.TCPConnector(limit=concurrency)) as client:
+                return await closed_loop(send, concurrency, seconds)
+        async with aiohttp.ClientSession(target, connector=aiohttp.TCPConnector(limit=concurrency)) as client:
 
-                async def worker(w: int) -> None:
-                    nonlocal errors
-                    k = 0
-                    while time.perf_counter() < stop:
-                        t0 = time.perf_counter()
-                        async with client.post("/generate", json={"count": count, "seed": w * 10**6 + k}) as r:
-                            await r.read()
-                            if r.status == 200:
-                                latencies.append(time.perf_counter() - t0)
-                            else:
-                                errors += 1
-                        k += count
+            async def send(w: int, k: int) -> bool:
+                async with client.post("/generate", json={"count": count, "seed": seed(w, k)}) as r:
+                    await r.read()
+                    return r.status == 200
 
-                await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            return await closed_loop(send, concurrency, seconds)
 
     t0 = time.perf_counter()
-    asyncio.run(run())
+    latencies, errors = asyncio.run(run())
     out.put((latencies, errors, time.perf_counter() - t0))
 
 

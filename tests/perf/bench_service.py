@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import closed_loop, rate  # tests/perf/timing.py (the script's folder is on sys.path)
 
 from tests import servers
 
@@ -47,12 +48,7 @@ def raw_ort(service: str, seconds: float, batch: int) -> float:
 
     _, session, _ = load_session(servers.REPO / "exports" / EXPORT.get(service, service) / "1")
     x = np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8)
-    session.run(None, {"images": x})
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        session.run(None, {"images": x})
-        n += batch
-    return n / (time.perf_counter() - t0)
+    return rate(lambda: session.run(None, {"images": x}), batch, seconds)
 
 
 def _client(service: str, kind: str, target: str, concurrency: int, seconds: float, out: mp.Queue) -> None:
@@ -63,60 +59,46 @@ def _client(service: str, kind: str, target: str, concurrency: int, seconds: flo
     from services.core.proto import pb, rpc
 
     img = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8).tobytes()
-    latencies: list[float] = []
-    errors = 0
 
-    async def run() -> None:
-        nonlocal errors
-        stop = time.perf_counter() + seconds
+    async def run() -> tuple[list[float], int]:
         if kind == "grpc":
             _, stub_name, method, request_type, _, _ = SERVICES[service]
             async with grpc.aio.insecure_channel(target) as ch:
                 call = getattr(getattr(rpc, stub_name)(ch), method)
                 req = getattr(pb, request_type)(images=[pb.Image(raw=pb.RawImage(pixels=img, height=64, width=64))])
 
-                async def worker() -> None:
-                    nonlocal errors
-                    while time.perf_counter() < stop:
-                        t0 = time.perf_counter()
-                        try:
-                            await call(req, timeout=10)
-                            latencies.append(time.perf_counter() - t0)
-                        except grpc.RpcError:
-                            errors += 1
+                async def send(w: int, k: int) -> bool:
+                    try:
+                        await call(req, timeout=10)
+                        return True
+                    except grpc.RpcError:
+                        return False
 
-                await asyncio.gather(*(worker() for _ in range(concurrency)))
-        else:
-            # aiohttp: httpx spent 2–5 ms of client CPU per request here, starving the server
-            raw_headers = {"content-type": "application/octet-stream", "x-height": "64", "x-width": "64"}
-            connector = aiohttp.TCPConnector(limit=concurrency)
-            async with aiohttp.ClientSession(target, connector=connector) as client:
+                return await closed_loop(send, concurrency, seconds)
+        # aiohttp: httpx spent 2–5 ms of client CPU per request here, starving the server
+        raw_headers = {"content-type": "application/octet-stream", "x-height": "64", "x-width": "64"}
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(target, connector=connector) as client:
 
-                async def worker() -> None:
-                    nonlocal errors
-                    while time.perf_counter() < stop:
-                        t0 = time.perf_counter()
-                        if kind == "http":  # the body-only route
-                            req = client.post(SERVICES[service][4], data=img, headers=raw_headers)
-                        else:  # BentoML's multipart API
-                            form = aiohttp.FormData()
-                            form.add_field("pixels", img, filename="x", content_type="application/octet-stream")
-                            form.add_field("height", "64")
-                            form.add_field("width", "64")
-                            req = client.post(SERVICES[service][5], data=form)
-                        async with req as r:
-                            await r.read()
-                            if r.status == 200:
-                                latencies.append(time.perf_counter() - t0)
-                            else:
-                                errors += 1
+            async def send(w: int, k: int) -> bool:
+                if kind == "http":  # the body-only route
+                    req = client.post(SERVICES[service][4], data=img, headers=raw_headers)
+                else:  # BentoML's multipart API
+                    form = aiohttp.FormData()
+                    form.add_field("pixels", img, filename="x", content_type="application/octet-stream")
+                    form.add_field("height", "64")
+                    form.add_field("width", "64")
+                    req = client.post(SERVICES[service][5], data=form)
+                async with req as r:
+                    await r.read()
+                    return r.status == 200
 
-                await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return await closed_loop(send, concurrency, seconds)
 
     import resource
 
     t0 = time.perf_counter()
-    asyncio.run(run())
+    latencies, errors = asyncio.run(run())
     ru = resource.getrusage(resource.RUSAGE_SELF)
     out.put((latencies, errors, time.perf_counter() - t0, ru.ru_utime + ru.ru_stime))
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def rate(fn: Callable[[], object], batch: int, seconds: float = 3.0) -> float:
@@ -14,3 +15,27 @@ def rate(fn: Callable[[], object], batch: int, seconds: float = 3.0) -> float:
         fn()
         n += batch
     return n / (time.perf_counter() - t0)
+
+
+async def closed_loop(send: Callable[[int, int], Awaitable[bool]], concurrency: int,
+                      seconds: float) -> tuple[list[float], int]:
+    """`concurrency` clients, each sending its next request as soon as the last one answered,
+    for `seconds`. `send(worker, k)` sends that worker's k-th request and says whether it
+    succeeded. Returns the latencies (s) of the successful requests and the number that failed."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        k = 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            if await send(w, k):
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+            k += 1
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return latencies, errors
