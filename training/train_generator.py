@@ -189,7 +189,7 @@ def readjust_bn(model: AttributeGenerator, temperature: float, batches: int = 10
     1 bit/dim of reconstruction and much of its condition fidelity. Only the layers sampling
     uses are touched (the encoder does not run)."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
+    saved = [(m.momentum, {k: v.clone() for k, v in m.named_buffers()}) for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over every batch, not an exponential one
@@ -201,8 +201,11 @@ def readjust_bn(model: AttributeGenerator, temperature: float, batches: int = 10
             noise = [torch.randn(batch_size, *s, generator=gen) for s in model.group_shapes]
             model.sample(cond, noise, temperature)
     finally:
-        for m, momentum in zip(bns, saved, strict=True):
+        for m, (momentum, buffers) in zip(bns, saved, strict=True):
             m.momentum = momentum
+            if not batches or m.num_batches_tracked == 0:  # sampling never ran it (the encoder): as it was
+                for k, v in buffers.items():
+                    getattr(m, k).copy_(v)
         model.eval()
     return model
 
