@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -152,10 +153,24 @@ def test_ddp_under_torchrun_on_cpu(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     run_dir = tmp_path / "run"
-    res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(run_dir)],
-        capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1],
-    )
+
+    def launch():
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+             str(run_dir)],
+            capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1],
+        )
+
+    res = launch()
+    finished = all((tmp_path / f"rank{r}.ok").exists() for r in (0, 1))
+    if res.returncode != 0 and finished and "terminate called without an active exception" in res.stderr:
+        # gloo aborted a rank while the group was torn down, after both ranks had checked their
+        # replicas (seen once in ~150 local runs, and once in CI, before finish_distributed waited for
+        # every rank): run it once more from scratch, so only a repeatable failure fails the test
+        shutil.rmtree(run_dir)
+        for r in (0, 1):
+            (tmp_path / f"rank{r}.ok").unlink()
+        res = launch()
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert (tmp_path / "rank0.ok").exists() and (tmp_path / "rank1.ok").exists()
     lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in x]
