@@ -212,6 +212,34 @@ def test_condition_consistency_term_reaches_the_decoder_and_starts_from_a_run(tr
     assert 0 < near < 0.2 * far
 
 
+def test_several_judges_average_their_errors_and_jitter_moves_what_they_see(data):
+    """The consistency term with two judges is the mean of each judge's term; the jitter moves
+    the judged image (a flat image stays flat) and leaves it untouched at shift 0."""
+    from training.models.attributes import ATTRIBUTE_PRESETS, AttributeNet
+    from training.train_generator import jitter, nelbo
+
+    torch.manual_seed(0)
+    judges = [AttributeNet(ATTRIBUTE_PRESETS["tiny"]).eval().requires_grad_(False) for _ in range(2)]
+    model = AttributeGenerator(TINY.model)
+    x, c = torch.from_numpy(data[0][:8]), torch.from_numpy(data[1][:8])
+    on = config_io.override(TINY, {"condition_weight": 10.0})
+    drifts = []
+    for js in (judges[:1], judges[1:], judges):
+        torch.manual_seed(1)
+        drifts.append(float(nelbo(model, x, c, 100, on, attributes=js).condition_drift))
+    assert drifts[0] != drifts[1]
+    assert abs(drifts[2] - (drifts[0] + drifts[1]) / 2) < 1e-5
+
+    img = torch.rand(4, 3, 16, 16, requires_grad=True)
+    assert torch.equal(jitter(img, 0.0), img)
+    moved = jitter(img, 2.0)
+    assert moved.shape == img.shape and not torch.allclose(moved, img)
+    moved.sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    assert torch.allclose(jitter(flat, 2.0), flat, atol=1e-6)
+
+
 def test_readjust_bn_recomputes_the_decoder_statistics_from_prior_samples():
     from training.train_generator import readjust_bn
 

@@ -113,7 +113,7 @@ def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, for
               lambda: ctx.invoke(label_cmd, data=data, selection=sel, model_dir=ex["attributes"], out=cond)),
         Stage("generator", lambda: [cond, ex["attributes"], runs / "attributes" / "model.pt"], lambda: [ex["generator"]],
               train(generator_cmd, "generator", conditions_csv=cond, attribute_export=ex["attributes"],
-                    export_dir=ex["generator"], attributes_run=runs / "attributes"), runs / "generator"),
+                    export_dir=ex["generator"], attributes_runs=(runs / "attributes",)), runs / "generator"),
         Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt"],
               lambda: [ex["critic"], ex["refiner"]],
               train(critic_cmd, "critic", conditions_csv=cond, generator_export=ex["generator"],

@@ -22,13 +22,15 @@ from training.cli_filter import _open, step_progress
               default=Path("exports/attributes/1"), show_default=True, help="measures condition fidelity")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="export the EMA sampler here, e.g. exports/generator/1")
-@click.option("--attributes-run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/attributes"),
-              show_default=True, help="trained attribute model (PyTorch), for condition_weight > 0")
+@click.option("--attributes-run", "attributes_runs", type=click.Path(file_okay=False, path_type=Path), multiple=True,
+              default=(Path("runs/attributes"),), show_default=True,
+              help="trained attribute model (PyTorch) that judges condition_weight > 0; give it more than once to "
+                   "average several judges' errors (harder to please with a pattern than one)")
 @click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=100, show_default=True,
               help="batches of prior samples that re-estimate the EMA decoder's BatchNorm statistics before the "
                    "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics)")
 @click.option("--readjust-temperature", type=click.FloatRange(0.0, 2.0), default=0.8, show_default=True)
-def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir, attributes_run,
+def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir, attributes_runs,
                   readjust_batches, readjust_temperature) -> None:
     """Train the generator, report bits/dim, KL per group, sample and sweep grids, fidelity."""
     import numpy as np
@@ -64,7 +66,7 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
         if cfg.condition_weight > 0:
             from training.train_attributes import load_trained
 
-            attributes, _ = load_trained(attributes_run)
+            attributes = [load_trained(r)[0] for r in attributes_runs]
         _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=step_progress(bar), attributes=attributes)
     if not finish_distributed():
         return  # under torchrun, rank 0 alone evaluates and exports

@@ -8,10 +8,12 @@ BatchNorm-scale penalty. An exponential moving average of the weights is kept fo
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from training import loop, losses
 from training.models.generator import GENERATOR_PRESETS, AttributeGenerator, GeneratorConfig
@@ -40,6 +42,11 @@ class GeneratorTrainConfig:
     # The ELBO alone let the decoder ignore small details: eyes and mouth stayed at chance.
     condition_weight: float = 0.0
     condition_temperature: float = 0.8
+    # each judged sample is first moved by up to this many pixels and rescaled by up to ±2·shift %
+    # (bilinear, per sample): with several judges (--attributes-run twice) it keeps the generator from
+    # pleasing a judge with a pixel pattern instead of drawing the feature — one fixed judge alone
+    # learned to read a painted band as open eyes. 0 = judged as drawn.
+    condition_shift: float = 0.0
     init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
 
 
@@ -62,11 +69,39 @@ class NelboTerms:
     condition_drift: torch.Tensor | None = None  # mean |measured − requested| of prior samples
 
 
+Judges = torch.nn.Module | Sequence[torch.nn.Module] | None
+
+
+def as_judges(attributes: Judges) -> list[torch.nn.Module]:
+    """The frozen attribute models of the consistency term: none, one or several."""
+    if attributes is None:
+        return []
+    return [attributes] if isinstance(attributes, torch.nn.Module) else list(attributes)
+
+
+def jitter(images: torch.Tensor, shift: float) -> torch.Tensor:
+    """NCHW images moved by up to `shift` pixels and scaled by up to ±2·shift % each (border pixels
+    repeat); differentiable, random from torch's global generator."""
+    if shift <= 0:
+        return images
+    n, _, h, w = images.shape
+    theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+    scale = 1.0 + (torch.rand(n, device=images.device) * 2 - 1) * 0.02 * shift
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    # affine_grid works in [-1, 1]: one pixel is 2 / size
+    theta[:, 0, 2] = (torch.rand(n, device=images.device) * 2 - 1) * shift * 2.0 / w
+    theta[:, 1, 2] = (torch.rand(n, device=images.device) * 2 - 1) * shift * 2.0 / h
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Tensor, step: int,
           cfg: GeneratorTrainConfig, spectral: losses.SpectralRegularizer | None = None,
-          attributes: torch.nn.Module | None = None) -> NelboTerms:
+          attributes: Judges = None) -> NelboTerms:
     net = getattr(model, "module", model)  # the network itself, for its config
-    consistency = attributes is not None and cfg.condition_weight > 0
+    judges = as_judges(attributes)
+    consistency = bool(judges) and cfg.condition_weight > 0
     if consistency:
         # shuffled conditions keep real combinations; the noise comes from torch's global generator
         wanted = conditions[torch.randperm(len(conditions), device=conditions.device)]
@@ -95,8 +130,8 @@ def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Ten
     loss = ((recon + kl_weighted).mean() + penalty) / dims
     drift = torch.zeros((), device=images.device)
     if consistency:
-        measured = attributes((prior_images.permute(0, 2, 3, 1) + 1.0) * 127.5)  # NHWC in [0, 255]
-        drift = (measured - wanted).abs().mean()
+        judged = (jitter(prior_images, cfg.condition_shift).permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255]
+        drift = torch.stack([(judge(judged) - wanted).abs().mean() for judge in judges]).mean()
         loss = loss + cfg.condition_weight * drift
     return NelboTerms(loss, (recon + kl_all.sum(1)).detach(), recon.detach(), kl_all.detach().mean(0), coeffs, beta,
                       drift.detach())
@@ -121,10 +156,12 @@ class EMA(torch.nn.Module):
 
 
 def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig, run: RunFolder,
-          progress=None, attributes: torch.nn.Module | None = None) -> tuple[AttributeGenerator, EMA]:
+          progress=None, attributes: Judges = None) -> tuple[AttributeGenerator, EMA]:
     """Images uint8 [N, 64, 64, 3] with conditions float [N, 5]; resumes from run/state.pt.
-    `attributes` (frozen, NHWC [0, 255] → conditions) is needed when cfg.condition_weight > 0."""
-    if cfg.condition_weight > 0 and attributes is None:
+    `attributes` (one or several frozen models, NHWC [0, 255] → conditions; their errors are
+    averaged) is needed when cfg.condition_weight > 0."""
+    judges = as_judges(attributes)
+    if cfg.condition_weight > 0 and not judges:
         raise ValueError("condition_weight > 0 needs the attribute model (--attributes-run)")
     torch.manual_seed(cfg.seed)
     model = AttributeGenerator(cfg.model)
@@ -135,8 +172,8 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
         payload = torch.load(Path(cfg.init_from) / "state.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(payload["model"])
         ema.load_state_dict(payload["ema"])
-    if attributes is not None:
-        attributes.eval().requires_grad_(False)
+    for judge in judges:
+        judge.eval().requires_grad_(False)
     spectral = losses.SpectralRegularizer(model)
     x_all, c_all = torch.from_numpy(images), torch.from_numpy(conditions.astype(np.float32))
     head = 4  # index of head in CONDITIONS
@@ -152,9 +189,9 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
 
     def loss_fn(m: AttributeGenerator, batch) -> torch.Tensor:
         x, c, step = batch
-        if attributes is not None:
-            attributes.to(x.device)  # a no-op after the first step
-        return nelbo(m, x, c, step, cfg, spectral, attributes).loss
+        for judge in judges:
+            judge.to(x.device)  # a no-op after the first step
+        return nelbo(m, x, c, step, cfg, spectral, judges).loss
 
     def on_step(step: int) -> None:
         ema.update(model)
