@@ -43,9 +43,9 @@ class GeneratorTrainConfig:
     condition_weight: float = 0.0
     condition_temperature: float = 0.8
     # each judged sample is first moved by up to this many pixels and rescaled by up to ±2·shift %
-    # (bilinear, per sample): with several judges (--attributes-run twice) it keeps the generator from
-    # pleasing a judge with a pixel pattern instead of drawing the feature — one fixed judge alone
-    # learned to read a painted band as open eyes. 0 = judged as drawn.
+    # (bilinear, per sample), meant with several judges (--attributes-run twice) to make a pixel
+    # pattern that pleases one fixed judge pay less. Measured (README): it did not stop the bright
+    # eye band — every judge trained on sharp faces reads it as open eyes. 0 = judged as drawn.
     condition_shift: float = 0.0
     init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
 
