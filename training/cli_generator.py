@@ -25,7 +25,7 @@ from training.cli_filter import _open, step_progress
 @click.option("--attributes-run", "attributes_runs", type=click.Path(file_okay=False, path_type=Path), multiple=True,
               default=(Path("runs/attributes"),), show_default=True,
               help="trained attribute model (PyTorch) that judges condition_weight > 0; give it more than once to "
-                   "average several judges' errors (harder to please with a pattern than one)")
+                   "average several judges' errors")
 @click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=100, show_default=True,
               help="batches of prior samples that re-estimate the EMA decoder's BatchNorm statistics before the "
                    "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics)")

@@ -81,15 +81,18 @@ def init_distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+_LEFT_KEY = "facegen/ranks_left"  # counts the ranks that have left the process group
+
+
 def finish_distributed(timeout_s: float = 60.0) -> bool:
     """Leave the process group; True on the lead rank (or when not distributed).
 
     Without this, gloo's threads are still alive at interpreter exit and the process aborts
     ("terminate called without an active exception"), so torchrun reports a failed rank.
     After the group is gone each rank also waits (on the rendezvous store, which outlives the
-    group) until every rank has torn its group down: on CPU, about one run in a hundred aborted a
-    rank at the end while its peer was still tearing down, so no rank now leaves — closing its
-    sockets — while a peer is still inside destroy_process_group."""
+    group) until every rank has torn its group down: on CPU, about one run in 150 aborted a rank
+    at the end while its peer was still alive, so no rank now leaves — closing its sockets — while
+    a peer is still inside destroy_process_group."""
     if not dist.is_initialized():
         return True
     lead, world = dist.get_rank() == 0, dist.get_world_size()
@@ -101,9 +104,6 @@ def finish_distributed(timeout_s: float = 60.0) -> bool:
     while store.add(_LEFT_KEY, 0) < world and time.monotonic() < deadline:
         time.sleep(0.01)
     return lead
-
-
-_LEFT_KEY = "facegen/ranks_left"
 
 
 def fit(
