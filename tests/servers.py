@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _signal(procs: list[psutil.Process], sig: int) -> None:
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(sig)
 
 
 def free_port() -> int:
@@ -52,27 +59,28 @@ class Server:
         return f"127.0.0.1:{self.grpc_port}"
 
     def stop(self, kill: bool = False) -> None:
+        """Stop the server and every process it started, and wait until they are gone (a restart
+        on the same ports needs them gone). BentoML runs each worker in a session of its own, so
+        signalling the main process's group is not enough: a SIGKILL to it orphaned the worker,
+        which kept serving on its ports. The tree is collected before anything is signalled."""
+        try:
+            main = psutil.Process(self.proc.pid)
+            rest = main.children(recursive=True)
+        except psutil.NoSuchProcess:
+            rest = []
         if self.proc.poll() is None:
-            # bentoml serve runs the service in child processes: signal the whole group
+            # bentoml's own shutdown (SIGINT to its group) stops its workers gracefully
             os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        # the workers may outlive bentoml's main process for a moment, still holding the gRPC
-        # port: a restart on the same ports must wait until the whole group is gone
-        for wait_s, then in ((10, signal.SIGKILL), (5, None)):
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(self.proc.pid, 0)
-                except (ProcessLookupError, PermissionError):
-                    return
-                time.sleep(0.05)
-            if then is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, then)
+        if kill:
+            _signal(rest, signal.SIGKILL)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        _, alive = psutil.wait_procs(rest, timeout=10)
+        _signal(alive, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from services.core.exports import load_session, run_images
+from services.core.grpc_server import port_is_free
 from services.core.images import decode, fit
 from services.core.proto import pb, rpc
 from tests import servers
@@ -269,6 +270,8 @@ def test_killed_job_resumes_without_duplicates_or_gaps(datasets, tmp_path):
                     break
     finally:
         first.stop(kill=True)
+    # nothing of the killed service lives on: BentoML's worker (a session of its own) is gone too
+    assert port_is_free("127.0.0.1", first.grpc_port) and port_is_free("127.0.0.1", first.http_port)
     checkpoint = (jobs / "resume-test" / "decisions.jsonl").read_text().splitlines()
     assert 40 <= len(checkpoint) < 162
     second = servers.start("services.filter.service:FilterService", "filter", env=env)
