@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,7 +48,7 @@ class Server:
     proc: subprocess.Popen
     http_port: int
     grpc_port: int
-    log: Path
+    log: Path  # inside the server's own BENTOML_HOME, which stop() removes
     service: str = ""
 
     @property
@@ -81,6 +82,9 @@ class Server:
         _, alive = psutil.wait_procs(rest, timeout=10)
         _signal(alive, signal.SIGKILL)
         psutil.wait_procs(alive, timeout=5)
+        # the temporary BENTOML_HOME (log, metrics files): ~80 KB a server, a thousand of them piled
+        # up in /tmp over a day of test runs
+        shutil.rmtree(self.log.parent, ignore_errors=True)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -125,8 +129,9 @@ def wait_ready(server: Server, timeout: float = 90.0) -> Server:
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
+    tail = server.log_text()[-3000:]  # before stop() removes it
     server.stop(kill=True)
-    raise TimeoutError(f"{service} not ready in {timeout} s:\n{server.log_text()[-3000:]}")
+    raise TimeoutError(f"{service} not ready in {timeout} s:\n{tail}")
 
 
 SERVICES = {  # name → bentoml target

@@ -8,7 +8,6 @@ import base64
 import json
 import shutil
 import subprocess
-import tempfile
 import time
 
 import grpc
@@ -141,7 +140,7 @@ def test_every_service_counts_its_work_and_prometheus_scrapes_them(stack, tmp_pa
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({"global": {"scrape_interval": "1s"},
                                   "scrape_configs": [{"job_name": "facegen", "static_configs": [{"targets": targets}]}]}))
-    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tempfile.mkdtemp()}",
+    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, health = time.monotonic() + 60, {}
