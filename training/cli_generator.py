@@ -24,8 +24,8 @@ from training.cli_filter import _open, step_progress
               help="export the EMA sampler here, e.g. exports/generator/1")
 @click.option("--attributes-run", "attributes_runs", type=click.Path(file_okay=False, path_type=Path), multiple=True,
               default=(Path("runs/attributes"),), show_default=True,
-              help="trained attribute model (PyTorch) that judges condition_weight > 0; give it more than once to "
-                   "average several judges' errors")
+              help="trained attribute model (PyTorch) used when condition_weight > 0 (it judges prior samples) or "
+                   "detail_weight > 0 (its saliency weighs pixels); give it more than once to average several")
 @click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=100, show_default=True,
               help="batches of prior samples that re-estimate the EMA decoder's BatchNorm statistics before the "
                    "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics)")
@@ -63,7 +63,7 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         attributes = None
-        if cfg.condition_weight > 0:
+        if cfg.condition_weight > 0 or cfg.detail_weight > 0:
             from training.train_attributes import load_trained
 
             attributes = [load_trained(r)[0] for r in attributes_runs]

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def dmol_nll(x: torch.Tensor, params: torch.Tensor, mixtures: int) -> torch.Tensor:
-    """-log p(x) per image (nats, summed over pixels and channels); x in [-1, 1], NCHW, 8-bit grid."""
+def dmol_nll(x: torch.Tensor, params: torch.Tensor, mixtures: int, per_pixel: bool = False) -> torch.Tensor:
+    """-log p(x) per image (nats, summed over pixels and channels); x in [-1, 1], NCHW, 8-bit grid.
+    With per_pixel, per pixel instead ([N, H, W], summed over channels only)."""
     n, _, h, w = params.shape
     logit_pi = params[:, :mixtures]  # [N, M, H, W]
     rest = params[:, mixtures:].reshape(n, 3, 3 * mixtures, h, w)
@@ -52,7 +53,8 @@ def dmol_nll(x: torch.Tensor, params: torch.Tensor, mixtures: int) -> torch.Tens
                     torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid - math.log(127.5))),
     )
     log_probs = log_probs.sum(dim=1) + F.log_softmax(logit_pi, dim=1)  # [N, M, H, W]
-    return -torch.logsumexp(log_probs, dim=1).flatten(1).sum(dim=1)
+    nll = -torch.logsumexp(log_probs, dim=1)  # [N, H, W]
+    return nll if per_pixel else nll.flatten(1).sum(dim=1)
 
 
 def bits_per_dim(nats_per_image: torch.Tensor, dims: int) -> torch.Tensor:

@@ -47,6 +47,14 @@ class GeneratorTrainConfig:
     # pattern that pleases one fixed judge pay less. Measured (README): it did not stop the bright
     # eye band — every judge trained on sharp faces reads it as open eyes. 0 = judged as drawn.
     condition_shift: float = 0.0
+    # detail emphasis: the reconstruction term weighs each pixel of a training image by how much
+    # the frozen attribute model's eye and mouth readings depend on it there (|∂/∂x| on the real
+    # image, blurred, scaled to [0, 1]): w = 1 + detail_weight · saliency, renormalised to mean 1,
+    # so the balance between reconstruction and KL stays. The unweighted ELBO let the decoder
+    # leave eyes and mouth out of even its reconstructions (judged .22 / .30 MAE). The weights
+    # come from real pixels and target real pixels, so — unlike condition_weight — there is no
+    # judge for the decoder to fool. 0 = the plain ELBO. Bits/dim always use the unweighted term.
+    detail_weight: float = 0.0
     init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
 
 
@@ -96,6 +104,24 @@ def jitter(images: torch.Tensor, shift: float) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def detail_weights(images: torch.Tensor, judges: list[torch.nn.Module], weight: float) -> torch.Tensor:
+    """Per-pixel weights [N, H, W] (mean 1 per image) for NHWC uint8 `images`: 1 + weight · the
+    judges' eye + mouth saliency. Needs no gradient from the caller; none flows back."""
+    from training.data.conditions import CONDITIONS
+
+    parts = [CONDITIONS.index("eyes"), CONDITIONS.index("mouth")]
+    x = images.float().requires_grad_(True)
+    with torch.enable_grad():
+        read = torch.stack([judge(x)[:, parts].sum() for judge in judges]).sum()
+        (grad,) = torch.autograd.grad(read, x)
+    sal = grad.abs().sum(dim=3, keepdim=True).permute(0, 3, 1, 2)  # [N, 1, H, W]
+    # spread over the feature's neighbourhood: gradients are speckled, an eye is a few pixels wide
+    sal = F.avg_pool2d(sal, 5, stride=1, padding=2, count_include_pad=False)[:, 0]
+    sal = sal / sal.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None]
+    w = 1.0 + weight * sal
+    return (w / w.flatten(1).mean(dim=1)[:, None, None]).detach()
+
+
 def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Tensor, step: int,
           cfg: GeneratorTrainConfig, spectral: losses.SpectralRegularizer | None = None,
           attributes: Judges = None) -> NelboTerms:
@@ -111,7 +137,12 @@ def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Ten
         params, kls = model(images, conditions)  # through forward: a DDP wrapper syncs its gradients
     model = net
     x = images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
-    recon = losses.dmol_nll(x, params, model.cfg.mixtures)
+    recon_px = losses.dmol_nll(x, params, model.cfg.mixtures, per_pixel=True)  # [N, H, W]
+    recon = recon_px.flatten(1).sum(dim=1)
+    if judges and cfg.detail_weight > 0:
+        recon_fit = (recon_px * detail_weights(images, judges, cfg.detail_weight)).flatten(1).sum(dim=1)
+    else:
+        recon_fit = recon
     kl_all = torch.stack(kls, dim=1)  # [N, G]
     beta = losses.kl_warmup(step, int(cfg.kl_warmup_fraction * cfg.steps))
     alpha = losses.group_alpha(model.group_areas, [s.groups for s in model.cfg.scales for _ in range(s.groups)])
@@ -127,7 +158,7 @@ def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Ten
         penalty = penalty + cfg.spectral_weight * spectral()
     if cfg.bn_weight:
         penalty = penalty + cfg.bn_weight * losses.bn_scale_penalty(model)
-    loss = ((recon + kl_weighted).mean() + penalty) / dims
+    loss = ((recon_fit + kl_weighted).mean() + penalty) / dims
     drift = torch.zeros((), device=images.device)
     if consistency:
         judged = (jitter(prior_images, cfg.condition_shift).permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255]
@@ -161,8 +192,8 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
     `attributes` (one or several frozen models, NHWC [0, 255] → conditions; their errors are
     averaged) is needed when cfg.condition_weight > 0."""
     judges = as_judges(attributes)
-    if cfg.condition_weight > 0 and not judges:
-        raise ValueError("condition_weight > 0 needs the attribute model (--attributes-run)")
+    if (cfg.condition_weight > 0 or cfg.detail_weight > 0) and not judges:
+        raise ValueError("condition_weight > 0 and detail_weight > 0 need the attribute model (--attributes-run)")
     torch.manual_seed(cfg.seed)
     model = AttributeGenerator(cfg.model)
     ema = EMA(model, cfg.ema_decay)
