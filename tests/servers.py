@@ -122,7 +122,9 @@ def wait_ready(server: Server, timeout: float = 90.0) -> Server:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{service} exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
+            tail = server.log_text()[-3000:]
+            server.stop()  # collects what it may have left behind, and its BENTOML_HOME
+            raise RuntimeError(f"{service} exited with {proc.returncode}:\n{tail}")
         try:
             if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
                 return server
