@@ -63,7 +63,7 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         attributes = None
-        if cfg.condition_weight > 0 or cfg.detail_weight > 0:
+        if cfg.needs_judges:
             from training.train_attributes import load_trained
 
             attributes = [load_trained(r)[0] for r in attributes_runs]

@@ -57,6 +57,11 @@ class GeneratorTrainConfig:
     detail_weight: float = 0.0
     init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
 
+    @property
+    def needs_judges(self) -> bool:
+        """Whether training needs the frozen attribute model(s) (--attributes-run)."""
+        return self.condition_weight > 0 or self.detail_weight > 0
+
 
 TRAIN_PRESETS = {
     "tiny": GeneratorTrainConfig(model=GENERATOR_PRESETS["tiny"], batch_size=8, steps=30, warmup_steps=5, eval_every=10,
@@ -81,7 +86,7 @@ Judges = torch.nn.Module | Sequence[torch.nn.Module] | None
 
 
 def as_judges(attributes: Judges) -> list[torch.nn.Module]:
-    """The frozen attribute models of the consistency term: none, one or several."""
+    """The frozen attribute models of the consistency and detail terms: none, one or several."""
     if attributes is None:
         return []
     return [attributes] if isinstance(attributes, torch.nn.Module) else list(attributes)
@@ -189,10 +194,10 @@ class EMA(torch.nn.Module):
 def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig, run: RunFolder,
           progress=None, attributes: Judges = None) -> tuple[AttributeGenerator, EMA]:
     """Images uint8 [N, 64, 64, 3] with conditions float [N, 5]; resumes from run/state.pt.
-    `attributes` (one or several frozen models, NHWC [0, 255] → conditions; their errors are
-    averaged) is needed when cfg.condition_weight > 0."""
+    `attributes` (one or several frozen models, NHWC [0, 255] → conditions; their errors and
+    saliencies are combined) is needed when cfg.condition_weight > 0 or cfg.detail_weight > 0."""
     judges = as_judges(attributes)
-    if (cfg.condition_weight > 0 or cfg.detail_weight > 0) and not judges:
+    if cfg.needs_judges and not judges:
         raise ValueError("condition_weight > 0 and detail_weight > 0 need the attribute model (--attributes-run)")
     torch.manual_seed(cfg.seed)
     model = AttributeGenerator(cfg.model)

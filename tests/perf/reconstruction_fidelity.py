@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from training.config import from_dict
+from training import config as config_io
 from training.data.conditions import CONDITIONS
 from training.models.generator import AttributeGenerator, mixture_mean, to_uint8
 from training.select import OnnxImageModel
-from training.train_generator import GeneratorTrainConfig
+from training.train_generator import EMA, GeneratorTrainConfig
 
 
 def main() -> None:
@@ -36,10 +35,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("data/synth10k"))
     ap.add_argument("--n", type=int, default=256)
     args = ap.parse_args()
-    cfg = from_dict(GeneratorTrainConfig, json.loads((args.run / "config.json").read_text()))
-    model = AttributeGenerator(cfg.model)
-    ema = torch.load(args.run / "state.pt", map_location="cpu", weights_only=False)["ema"]
-    model.load_state_dict({k.removeprefix("shadow."): v for k, v in ema.items() if k.startswith("shadow.")})
+    cfg = config_io.load(GeneratorTrainConfig, args.run / "config.json")
+    ema = EMA(AttributeGenerator(cfg.model), cfg.ema_decay)
+    ema.load_state_dict(torch.load(args.run / "state.pt", map_location="cpu", weights_only=False)["ema"])
+    model = ema.shadow
     with (args.data / "labels.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["female"] == "1"][-args.n:]
     x = np.stack([np.asarray(Image.open(args.data / r["file"]).convert("RGB")) for r in rows])
