@@ -39,7 +39,7 @@ SERVICES = [
 RUNTIME = {  # the serving extra without onnxruntime, then the variant's runtime
     "common": ["bentoml==1.4.40", "grpcio==1.85.1", "grpcio-health-checking==1.85.1", "grpcio-reflection==1.85.1",
                "grpcio-tools==1.85.1", "protobuf==7.36.2", "prometheus-client>=0.20", "pydantic>=2.6", "numpy>=1.26",
-               "Pillow>=10", "click>=8.1", "tqdm>=4.66", "httpx>=0.27"],
+               "Pillow>=10", "click>=8.1", "tqdm>=4.66", "httpx>=0.27", "uvloop>=0.19"],
     "cpu": ["onnxruntime>=1.20"],
     "gpu": ["onnxruntime-gpu[cuda,cudnn]>=1.20"],
 }

@@ -52,6 +52,18 @@ def test_bentofiles_are_valid_and_pick_one_onnx_runtime():
             assert f"exports/{export}/**" in cfg.include and (REPO / "exports" / export / "1" / "model.onnx").exists()
 
 
+def test_bentofiles_install_what_the_serve_extra_installs():
+    """A package added to the `serve` extra (the local install) reaches the images too; only the
+    local process manager stays out of them."""
+    import tomllib
+
+    serve = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    common = set(_render().RUNTIME["common"])
+    local_only = {"honcho"}
+    missing = [r for r in serve if re.split(r"[<>=;\[ ]", r)[0] not in local_only and r.split(";")[0].strip() not in common]
+    assert not missing, f"in the serve extra but not in the bentofiles: {missing}"
+
+
 def test_kubernetes_manifests_pass_the_schema_validator():
     import kubernetes_validate
 
