@@ -88,6 +88,28 @@ def test_small_requests_are_not_split_below_min_split():
     assert sorted(len(x) for x in rec.batches) == [2, 4]
 
 
+def test_only_a_batch_that_runs_alone_goes_to_infer_alone():
+    lane, alone = Recorder(delay=0.05), Recorder(delay=0.05)
+
+    async def main():
+        b = MicroBatcher(lane, max_latency_ms=0, lanes=2, min_split=4, infer_alone=alone)
+        one = await b.submit(rows(0, 1))  # nothing else running or waiting
+        await b.submit(rows(10, 16))  # split over both lanes: not alone
+        # the first runs alone; the second arrives while it runs and takes the other lane
+        first = asyncio.ensure_future(b.submit(rows(40, 1)))
+        await asyncio.sleep(0.01)
+        second = await b.submit(rows(50, 1))
+        await first
+        await b.close()
+        return one, second
+
+    one, second = run(main())
+    np.testing.assert_array_equal(one["double"], 2 * rows(0, 1))
+    np.testing.assert_array_equal(second["double"], 2 * rows(50, 1))
+    assert [x[:, 0].tolist() for x in alone.batches] == [[0], [40]]
+    assert sorted(x[0, 0] for x in lane.batches) == [10, 18, 50]
+
+
 def test_under_load_batches_grow_up_to_max_batch_size():
     rec = Recorder(delay=0.02)
 

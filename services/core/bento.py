@@ -65,7 +65,7 @@ class ModelService:
             "grpc": {"port": self.cfg.grpc_port, "serving": self.grpc.serving},
             "queue": {"images": self.model.batcher.queued, "limit": self.cfg.max_queue},
             "batching": {"max_batch_size": self.cfg.max_batch_size, "max_latency_ms": self.cfg.max_latency_ms,
-                         "lanes": self.model.lanes},
+                         "lanes": self.model.lanes, "lone_threads": self.model.lone_threads},
         }
 
 

@@ -8,11 +8,13 @@ one variable can tune every service and another can single one out.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,11 @@ from services.core.exports import Export, create_session, read_export
 from services.core.metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger("facegen.serving")
+# auto lone_threads: the all-cores session is kept for lone batches where its fastest of the
+# first LONE_TRIAL_RUNS lone batches (of one size) beat the lane session's fastest by this factor
+LONE_GAIN = 0.85
+LONE_TRIAL_RUNS = 8
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class ServingConfig:
     lanes: int = 0
     intra_op_threads: int = 0
     ort_spin: int = 0  # 1 lets idle ORT threads spin (lower latency when the cores are otherwise idle)
+    # threads of the session that runs a batch alone (every other lane idle, nothing waiting), on a
+    # CPU: 0 = auto (the lanes' threads together, kept only where the first lone batches ran faster
+    # with them), 1 = off, N = N threads without measuring
+    lone_threads: int = 0
     max_batch_size: int = 64
     # how long a batch waits for company while another lane is busy (an idle model never waits)
     max_latency_ms: float = 2.0
@@ -79,7 +90,7 @@ def cpu_lanes_and_threads(lanes: int, threads: int) -> tuple[int, int]:
 
 class BatchedModel:
     """An exported model behind a micro-batcher, with its metrics: what every served model shares.
-    Subclasses implement `_run(x) -> outputs` for one batch of packed rows."""
+    Subclasses implement `_run(x, session) -> outputs` for one batch of packed rows."""
 
     def __init__(self, name: str, cfg: ServingConfig, export_name: str | None = None) -> None:
         self.name, self.cfg = name, cfg
@@ -90,13 +101,56 @@ class BatchedModel:
         self.lanes = cfg.lanes or (1 if self.provider == "CUDAExecutionProvider" else cpu_lanes)
         self.metrics = ServiceMetrics(name)
         self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
+        # while auto measures: batch size → session → run times
+        self._trial: dict[int, dict[str, list[float]]] | None = None
+        self.lone_session, self.lone_threads = self._lone_session(threads)
         self.batcher = MicroBatcher(
-            self._run, cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue, self.metrics.batch, self.metrics.queue,
-            lanes=self.lanes,
+            partial(self._run, session=self.session), cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue,
+            self.metrics.batch, self.metrics.queue, lanes=self.lanes,
+            infer_alone=None if self.lone_session is None else self._run_alone,
         )
 
-    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, x: np.ndarray, session) -> dict[str, np.ndarray]:
+        """Run one batch of packed rows through `session` (the lanes' or the lone one)."""
         raise NotImplementedError
+
+    def _lone_session(self, threads: int):
+        """(session, threads) for a batch that runs alone: (None, lane threads) where there is
+        nothing to gain (a GPU, one core), (session, N) when N threads were asked for, and
+        (session, None) in the auto setting until _run_alone has measured which session is faster."""
+        wide = self.cfg.lone_threads or self.lanes * threads
+        if self.provider != "CPUExecutionProvider" or wide <= threads:
+            return None, threads
+        self._lane_threads, self._wide_threads = threads, wide
+        self._trial = None if self.cfg.lone_threads else {}
+        session, _ = create_session(self.export, "cpu", wide, spin=bool(self.cfg.ort_spin))
+        return session, (wide if self.cfg.lone_threads else None)
+
+    def _run_alone(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch that runs alone. Whether more threads help a single row depends on the graph
+        (here: the refiner 5.6 → 3.3 ms with two, the generator 3.2 → 3.5 ms, slower), so in the
+        auto setting the first lone batches alternate between the two sessions (their outputs are
+        bitwise equal) until one batch size has run LONE_TRIAL_RUNS times on each, and the faster
+        by its fastest run is kept. This is measured while serving, not at start-up: the services
+        start side by side, and timed then, the refiner's gain came and went with its neighbours'
+        start-up work."""
+        if self._trial is None:
+            return self._run(x, self.lone_session or self.session)
+        trial = self._trial.setdefault(len(x), {"lane": [], "lone": []})  # like is timed against like
+        key = "lane" if len(trial["lane"]) <= len(trial["lone"]) else "lone"
+        t0 = time.perf_counter()
+        out = self._run(x, self.session if key == "lane" else self.lone_session)
+        trial[key].append(time.perf_counter() - t0)
+        if len(trial["lone"]) >= LONE_TRIAL_RUNS:
+            lane, lone = (min(trial[k]) * 1000 for k in ("lane", "lone"))
+            keep = lone < LONE_GAIN * lane
+            log.info("%s: a lone batch of %d took %.2f ms with %d thread(s), %.2f ms with %d: %s", self.name, len(x),
+                     lane, self._lane_threads, lone, self._wide_threads, "lone batches get every core" if keep else "lanes only")
+            self.lone_threads = self._wide_threads if keep else self._lane_threads
+            if not keep:
+                self.lone_session = None
+            self._trial = None
+        return out
 
     @property
     def info(self) -> dict[str, str]:
@@ -117,8 +171,8 @@ class ImageModel(BatchedModel):
         self.input_name = self.export.input()["name"]
         self.output_names = [o["name"] for o in self.export.signature["outputs"]]
 
-    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
+    def _run(self, x: np.ndarray, session) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, session.run(self.output_names, {self.input_name: x}), strict=True))
 
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
         """Decoded RGB images of any size → one uint8 NHWC batch at the model's size."""

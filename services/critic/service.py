@@ -101,7 +101,7 @@ class CriticService(ModelService):
         await self.refiner.batcher.close()
 
     def status(self) -> dict:
-        return {**super().status(), "refiner": self.refiner.info}
+        return {**super().status(), "refiner": {**self.refiner.info, "lone_threads": self.refiner.lone_threads}}
 
     @bentoml.api(route="/score")
     async def score(self, images: list[Path]) -> dict:

@@ -78,7 +78,7 @@ class SamplerModel(BatchedModel):
             packed[i, 1 + len(self.conditions) :] = np.concatenate([z.ravel() for z in noise_for(spec.seed + i, self.shapes)])
         return packed
 
-    def _run(self, packed: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, packed: np.ndarray, session) -> dict[str, np.ndarray]:
         out = np.empty((len(packed), *self.export.signature["outputs"][0]["shape"][1:]), np.uint8)
         for t in np.unique(packed[:, 0]):
             rows = np.nonzero(packed[:, 0] == t)[0]
@@ -87,7 +87,7 @@ class SamplerModel(BatchedModel):
             for g, (shape, size) in enumerate(zip(self.shapes, self.sizes, strict=True)):
                 feeds[f"noise_{g}"] = np.ascontiguousarray(packed[rows, start : start + size]).reshape(len(rows), *shape)
                 start += size
-            out[rows] = self.session.run(["images"], feeds)[0]
+            out[rows] = session.run(["images"], feeds)[0]
         return {"images": out}
 
     async def sample(self, spec: SampleSpec, timeout_s: float | None = None) -> np.ndarray:

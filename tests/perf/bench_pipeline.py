@@ -8,6 +8,10 @@ request latency per (transport, count, concurrency), next to the same chain of O
 called in-process, one batch of `count` faces at a time (sampler → critic → refiner → critic →
 attributes + filter) in the same run. Then the RSS of every service at rest and after the load.
 Client, services and the in-process chain share this machine's cores.
+
+It also times a bare gRPC round trip to every service (a health check: no model, no payload)
+and prints what that floor alone allows a single face requested one at a time: its request
+crosses four hops in series (client → pipeline → sampler → critic → attributes ∥ filter).
 """
 
 from __future__ import annotations
@@ -93,6 +97,25 @@ def load(kind: str, target: str, count: int, concurrency: int, seconds: float) -
     return len(latencies) * count / wall, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), errors
 
 
+def round_trip_ms(target: str, calls: int = 300) -> float:
+    """Median latency of a gRPC health check: the cost of one hop before any work is done."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async def run() -> float:
+        async with grpc.aio.insecure_channel(target) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            times = []
+            for i in range(calls + 20):
+                t0 = time.perf_counter()
+                await stub.Check(health_pb2.HealthCheckRequest())
+                if i >= 20:
+                    times.append(time.perf_counter() - t0)
+        return float(np.median(times)) * 1000
+
+    return asyncio.run(run())
+
+
 def rss_mib(server: servers.Server) -> float:
     """Resident memory of the server's process tree (bentoml serve + its workers)."""
     import psutil
@@ -112,10 +135,17 @@ def main() -> None:
     try:
         time.sleep(2)
         at_rest = {name: rss_mib(s) for name, s in stack.items()}
+        rtt = {name: round_trip_ms(s.grpc_target) for name, s in stack.items()}
+        print("gRPC round trip (health check, median ms): " + "  ".join(f"{n} {v:.2f}" for n, v in rtt.items()))
         head = f"{'transport':<9} {'count':>5} {'conc':>4} {'faces/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
         print(head + "  in-process faces/s")
         for count in args.count:
             ref = in_process(count, args.seconds)
+            if count == 1:
+                chain_ms = 1000 / ref
+                hops_ms = rtt["pipeline"] + rtt["sampler"] + rtt["critic"] + max(rtt["attributes"], rtt["filter"])
+                print(f"count 1, one at a time: the in-process chain takes {chain_ms:.1f} ms, four hops at least "
+                      f"{hops_ms:.1f} ms → no pipeline of these services passes {chain_ms / (chain_ms + hops_ms):.2f}×")
             for conc in args.concurrency:
                 for kind, target in (("grpc", stack["pipeline"].grpc_target), ("http", stack["pipeline"].url)):
                     rate, p50, p99, errors = load(kind, target, count, conc, args.seconds)

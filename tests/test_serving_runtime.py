@@ -1,0 +1,68 @@
+"""The serving core's model wrapper on real exports: the all-cores session for lone batches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from services.core.runtime import LONE_TRIAL_RUNS, ImageModel, ServingConfig
+from services.sampler.model import SamplerModel
+
+CPU = {"device": "cpu", "lanes": 2, "intra_op_threads": 1}
+
+
+def test_a_forced_lone_session_gives_the_lane_session_s_results():
+    refiner = ImageModel("refiner", ServingConfig(lone_threads=2, **CPU))
+    assert refiner.lone_threads == 2 and refiner.batcher.infer_alone is not None
+    faces = np.random.default_rng(0).integers(0, 256, (3, refiner.height, refiner.width, 3), np.uint8)
+    lane = refiner._run(faces, refiner.session)["retouched"]
+    lone = refiner._run(faces, refiner.lone_session)["retouched"]
+    np.testing.assert_array_equal(lane, lone)  # so a face does not depend on which session ran it
+
+    async def one_face():  # a lone request through the batcher takes the lone session
+        out = await refiner.infer(faces[:1])
+        await refiner.batcher.close()
+        return out["retouched"]
+
+    np.testing.assert_array_equal(asyncio.run(one_face()), lane[:1])
+
+    sampler = SamplerModel("sampler", ServingConfig(lone_threads=2, **CPU))
+    rows = sampler.rows(sampler.validate([[0.2, 0.8, 0.5, 0.5, 0.4]], 2, 0.8, 7))
+    a, b = (sampler._run(rows, s)["images"] for s in (sampler.session, sampler.lone_session))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_lone_threads_1_keeps_one_session():
+    model = ImageModel("filter", ServingConfig(lone_threads=1, **CPU))
+    assert model.lone_session is None and model.lone_threads == 1 and model.batcher.infer_alone is None
+
+
+class _Timed(ImageModel):
+    """The filter, made slower on one of its two sessions: the auto setting must follow the clock."""
+
+    slow: str = "lane"
+
+    def _run(self, x, session):
+        if (session is self.session) == (self.slow == "lane"):
+            time.sleep(0.002)
+        return super()._run(x, session)
+
+
+@pytest.mark.parametrize(("slow", "kept"), [("lane", True), ("lone", False)])
+def test_auto_keeps_the_lone_session_only_where_lone_rows_ran_faster(slow, kept):
+    model = type("M", (_Timed,), {"slow": slow})("filter", ServingConfig(**CPU))
+    assert model.lone_threads is None  # measuring
+
+    async def serve_one_at_a_time():
+        x = np.full((1, model.height, model.width, 3), 100, np.uint8)
+        outs = [await model.infer(x) for _ in range(2 * LONE_TRIAL_RUNS + 2)]
+        await model.batcher.close()
+        return outs
+
+    outs = asyncio.run(serve_one_at_a_time())
+    assert all(np.array_equal(o["p_female"], outs[0]["p_female"]) for o in outs)
+    assert (model.lone_session is not None) == kept
+    assert model.lone_threads == (2 if kept else 1)
