@@ -14,7 +14,7 @@ every lane takes a full batch.
 
 A batch that is all the work there is (every other lane idle, nothing left waiting) can run on
 `infer_alone` instead: a session with every core, for a lone small request that cannot be split
-(a single face on two cores: 5.6 → 3.3 ms through the refiner).
+(a single face on two cores: 5.6 → 3.3–3.6 ms through the refiner).
 
 The queue is bounded in images: a request that would overflow it fails at once with QueueFull
 (→ gRPC RESOURCE_EXHAUSTED / HTTP 503 + Retry-After) instead of growing memory without limit.
