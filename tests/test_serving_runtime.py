@@ -43,7 +43,7 @@ def test_lone_threads_1_keeps_one_session():
 class _Timed(ImageModel):
     """The filter, made slower on one of its two sessions: the auto setting must follow the clock."""
 
-    slow: str = "lane"
+    slow = "lane"  # which session sleeps
 
     def _run(self, x, session):
         if (session is self.session) == (self.slow == "lane"):
@@ -53,7 +53,8 @@ class _Timed(ImageModel):
 
 @pytest.mark.parametrize(("slow", "kept"), [("lane", True), ("lone", False)])
 def test_auto_keeps_the_lone_session_only_where_lone_rows_ran_faster(slow, kept):
-    model = type("M", (_Timed,), {"slow": slow})("filter", ServingConfig(**CPU))
+    model = _Timed("filter", ServingConfig(**CPU))
+    model.slow = slow
     assert model.lone_threads is None  # measuring
 
     async def serve_one_at_a_time():

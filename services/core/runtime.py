@@ -101,9 +101,11 @@ class BatchedModel:
         self.lanes = cfg.lanes or (1 if self.provider == "CUDAExecutionProvider" else cpu_lanes)
         self.metrics = ServiceMetrics(name)
         self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
+        self._lane_threads = threads
+        self._wide_threads = cfg.lone_threads or self.lanes * threads
         # while auto measures: batch size → session → run times
         self._trial: dict[int, dict[str, list[float]]] | None = None
-        self.lone_session, self.lone_threads = self._lone_session(threads)
+        self.lone_session = self._lone_session()
         self.batcher = MicroBatcher(
             partial(self._run, session=self.session), cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue,
             self.metrics.batch, self.metrics.queue, lanes=self.lanes,
@@ -114,17 +116,20 @@ class BatchedModel:
         """Run one batch of packed rows through `session` (the lanes' or the lone one)."""
         raise NotImplementedError
 
-    def _lone_session(self, threads: int):
-        """(session, threads) for a batch that runs alone: (None, lane threads) where there is
-        nothing to gain (a GPU, one core), (session, N) when N threads were asked for, and
-        (session, None) in the auto setting until _run_alone has measured which session is faster."""
-        wide = self.cfg.lone_threads or self.lanes * threads
-        if self.provider != "CPUExecutionProvider" or wide <= threads:
-            return None, threads
-        self._lane_threads, self._wide_threads = threads, wide
+    def _lone_session(self):
+        """The session for a batch that runs alone, or None where there is nothing to gain (a GPU,
+        one core, lone_threads=1). In the auto setting _run_alone then measures whether to keep it."""
+        if self.provider != "CPUExecutionProvider" or self._wide_threads <= self._lane_threads:
+            return None
         self._trial = None if self.cfg.lone_threads else {}
-        session, _ = create_session(self.export, "cpu", wide, spin=bool(self.cfg.ort_spin))
-        return session, (wide if self.cfg.lone_threads else None)
+        return create_session(self.export, "cpu", self._wide_threads, spin=bool(self.cfg.ort_spin))[0]
+
+    @property
+    def lone_threads(self) -> int | None:
+        """Threads a lone batch runs with; None while the auto setting is still measuring."""
+        if self._trial is not None:
+            return None
+        return self._wide_threads if self.lone_session is not None else self._lane_threads
 
     def _run_alone(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """A batch that runs alone. Whether more threads help a single row depends on the graph
@@ -146,7 +151,6 @@ class BatchedModel:
             keep = lone < LONE_GAIN * lane
             log.info("%s: a lone batch of %d took %.2f ms with %d thread(s), %.2f ms with %d: %s", self.name, len(x),
                      lane, self._lane_threads, lone, self._wide_threads, "lone batches get every core" if keep else "lanes only")
-            self.lone_threads = self._wide_threads if keep else self._lane_threads
             if not keep:
                 self.lone_session = None
             self._trial = None
