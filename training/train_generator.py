@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from training import loop, losses
+from training.data.conditions import CONDITIONS
 from training.models.generator import GENERATOR_PRESETS, AttributeGenerator, GeneratorConfig
 from training.run_state import RunFolder
 
@@ -112,8 +113,6 @@ def jitter(images: torch.Tensor, shift: float) -> torch.Tensor:
 def detail_weights(images: torch.Tensor, judges: list[torch.nn.Module], weight: float) -> torch.Tensor:
     """Per-pixel weights [N, H, W] (mean 1 per image) for NHWC uint8 `images`: 1 + weight · the
     judges' eye + mouth saliency. Needs no gradient from the caller; none flows back."""
-    from training.data.conditions import CONDITIONS
-
     parts = [CONDITIONS.index("eyes"), CONDITIONS.index("mouth")]
     x = images.float().requires_grad_(True)
     with torch.enable_grad():
@@ -212,7 +211,7 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
         judge.eval().requires_grad_(False)
     spectral = losses.SpectralRegularizer(model)
     x_all, c_all = torch.from_numpy(images), torch.from_numpy(conditions.astype(np.float32))
-    head = 4  # index of head in CONDITIONS
+    head = CONDITIONS.index("head")
 
     def make_batch(step: int, gen: torch.Generator):
         idx = torch.randint(len(x_all), (cfg.batch_size,), generator=gen)
