@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import bentoml
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from services.core import images as imgs
@@ -52,9 +53,17 @@ def _conditions(v) -> dict[str, float]:
 _PNG_POOL = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="png")
 
 
-async def encode_pngs(faces: list[Face]) -> list[bytes]:
+async def encode_pngs(images: list[np.ndarray]) -> list[bytes]:
     loop = asyncio.get_running_loop()
-    return list(await asyncio.gather(*(loop.run_in_executor(_PNG_POOL, imgs.encode_png, f.image) for f in faces)))
+    return list(await asyncio.gather(*(loop.run_in_executor(_PNG_POOL, imgs.encode_png, im) for im in images)))
+
+
+async def pngs_of(faces: list[Face]) -> list[bytes]:
+    """Each face's PNG: the one the pipeline encoded while its checkers ran, else encoded now."""
+    todo = [f for f in faces if f.encoded is None]
+    for f, png in zip(todo, await encode_pngs([f.image for f in todo]), strict=True):
+        f.encoded = png
+    return [f.encoded for f in faces]
 
 
 def face_dict(f: Face, png: bytes) -> dict:
@@ -105,7 +114,7 @@ class GenerationServicer(rpc.GenerationServiceServicer):
         async with grpc_call(self.svc.metrics, "Generate", context):
             spec = spec_from_pb(request, self.svc.cfg)
             faces, degraded = await self.svc.pipeline.generate(spec, remaining(context))
-            pngs = await encode_pngs(faces)
+            pngs = await pngs_of(faces)
             return pb.GenerateResponse(faces=[face_pb(f, png) for f, png in zip(faces, pngs, strict=True)],
                                        degraded=sorted(degraded),
                                        candidates=spec.candidates)
@@ -114,7 +123,7 @@ class GenerationServicer(rpc.GenerationServiceServicer):
         async with grpc_call(self.svc.metrics, "GenerateStream", context):
             spec = spec_from_pb(request, self.svc.cfg)
             async for f in self.svc.pipeline.stream(spec, self.svc.cfg.stream_chunk, remaining(context)):
-                await context.write(face_pb(f, (await encode_pngs([f]))[0]))
+                await context.write(face_pb(f, (await pngs_of([f]))[0]))
 
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -162,7 +171,7 @@ class GenerationService:
         # channels belong to the worker's event loop, so they are made here rather than in __init__
         self.upstreams = Upstreams({"sampler": self.cfg.sampler, "critic": self.cfg.critic,
                                     "attributes": self.cfg.attributes, "filter": self.cfg.filter})
-        self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s)
+        self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s, encode_pngs)
         await self.grpc.start()
 
     @bentoml.on_shutdown
@@ -200,7 +209,7 @@ class GenerationService:
             spec = validate(wanted, count, temperature, seed, retouch, oversample, allow_partial,
                             self.cfg.max_faces, self.cfg.max_oversample)
             faces, degraded = await self.pipeline.generate(spec)
-            pngs = await encode_pngs(faces)
+            pngs = await pngs_of(faces)
             return {"faces": [face_dict(f, png) for f, png in zip(faces, pngs, strict=True)],
                     "degraded": sorted(degraded), "candidates": spec.candidates}
 
