@@ -9,6 +9,11 @@ called in-process, one batch of `count` faces at a time (sampler → critic → 
 attributes + filter) in the same run. Then the RSS of every service at rest and after the load.
 Client, services and the in-process chain share this machine's cores.
 
+Each cell is compared with an in-process figure timed right before it (the VM's speed drifts by
+±10 % over minutes; one reference per count let that drift into the ratios), and each load
+starts with a second of the same load whose figures are dropped (the services' first batches
+of a new size pay ONNX Runtime's first-run allocations and the lone-batch trial).
+
 It also times a bare gRPC round trip to every service (a health check: no model, no payload)
 and prints what that floor alone allows a single face requested one at a time: its request
 crosses four hops in series (client → pipeline → sampler → critic → attributes ∥ filter).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing as mp
 import time
 
@@ -27,12 +33,17 @@ from timing import closed_loop, rate  # tests/perf/timing.py (the script's folde
 from tests import servers
 
 
-def in_process(count: int, seconds: float) -> float:
-    """Faces/s of the chain of exported models called directly, batch = count."""
+@functools.cache
+def _sessions() -> dict:
     from services.core.exports import load_session
 
-    sess = {m: load_session(servers.REPO / "exports" / m / "1")[1]
+    return {m: load_session(servers.REPO / "exports" / m / "1")[1]
             for m in ("generator", "critic", "refiner", "attributes", "filter")}
+
+
+def in_process(count: int, seconds: float) -> float:
+    """Faces/s of the chain of exported models called directly, batch = count."""
+    sess = _sessions()
     noise = [i for i in sess["generator"].get_inputs() if i.name.startswith("noise_")]
     cond = np.random.default_rng(0).random((count, 5), dtype=np.float32)
 
@@ -49,6 +60,9 @@ def in_process(count: int, seconds: float) -> float:
         sess["filter"].run(None, {"images": retouched})
 
     return rate(chain, count, seconds)
+
+
+WARMUP_S = 1.0
 
 
 def _client(kind: str, target: str, count: int, concurrency: int, seconds: float, out: mp.Queue) -> None:
@@ -72,7 +86,9 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
                     except grpc.RpcError:
                         return False
 
-                return await closed_loop(send, concurrency, seconds)
+                await closed_loop(send, concurrency, WARMUP_S)
+                t0 = time.perf_counter()
+                return (*await closed_loop(send, concurrency, seconds), time.perf_counter() - t0)
         async with aiohttp.ClientSession(target, connector=aiohttp.TCPConnector(limit=concurrency)) as client:
 
             async def send(w: int, k: int) -> bool:
@@ -80,11 +96,11 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
                     await r.read()
                     return r.status == 200
 
-            return await closed_loop(send, concurrency, seconds)
+            await closed_loop(send, concurrency, WARMUP_S)
+            t0 = time.perf_counter()
+            return (*await closed_loop(send, concurrency, seconds), time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    latencies, errors = asyncio.run(run())
-    out.put((latencies, errors, time.perf_counter() - t0))
+    out.put(asyncio.run(run()))
 
 
 def load(kind: str, target: str, count: int, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
@@ -140,14 +156,14 @@ def main() -> None:
         head = f"{'transport':<9} {'count':>5} {'conc':>4} {'faces/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
         print(head + "  in-process faces/s")
         for count in args.count:
-            ref = in_process(count, args.seconds)
             if count == 1:
-                chain_ms = 1000 / ref
+                chain_ms = 1000 / in_process(count, args.seconds)
                 hops_ms = rtt["pipeline"] + rtt["sampler"] + rtt["critic"] + max(rtt["attributes"], rtt["filter"])
                 print(f"count 1, one at a time: the in-process chain takes {chain_ms:.1f} ms, four hops at least "
                       f"{hops_ms:.1f} ms → no pipeline of these services passes {chain_ms / (chain_ms + hops_ms):.2f}×")
             for conc in args.concurrency:
                 for kind, target in (("grpc", stack["pipeline"].grpc_target), ("http", stack["pipeline"].url)):
+                    ref = in_process(count, args.seconds / 2)
                     rate, p50, p99, errors = load(kind, target, count, conc, args.seconds)
                     print(f"{kind:<9} {count:>5} {conc:>4} {rate:>8.1f} {p50:>8.1f} {p99:>8.1f} {errors:>6}  "
                           f"{ref:.1f} (pipeline/in-process {rate / ref:.2f})", flush=True)
