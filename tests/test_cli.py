@@ -38,6 +38,26 @@ def test_synth_workers_do_not_change_the_set(tmp_path):
     assert (tmp_path / "one" / "labels.csv").read_text() == (tmp_path / "two" / "labels.csv").read_text()
 
 
+def test_synth_colours_writes_small_palette_pngs_the_loaders_read(tmp_path):
+    from training.data.images import load_rgb
+
+    runner = CliRunner()
+    for name, colours in (("full", "0"), ("pal", "16")):
+        res = runner.invoke(main, ["synth", "--out", str(tmp_path / name), "--n", "24", "--colours", colours,
+                                   "--workers", "1"])
+        assert res.exit_code == 0, res.output
+    full, pal = (sorted((tmp_path / n).rglob("*.png")) for n in ("full", "pal"))
+    assert [p.relative_to(tmp_path / "pal") for p in pal] == [p.relative_to(tmp_path / "full") for p in full]
+    assert sum(p.stat().st_size for p in pal) < 0.4 * sum(p.stat().st_size for p in full)
+    for a, b in zip(full, pal, strict=True):
+        assert Image.open(b).mode == "P"
+        img = load_rgb(b)
+        assert img.shape == (64, 64, 3) and np.abs(img.astype(int) - load_rgb(a)).mean() < 5.0
+    assert (tmp_path / "full" / "labels.csv").read_text() == (tmp_path / "pal" / "labels.csv").read_text()
+    res = runner.invoke(main, ["synth", "--out", str(tmp_path / "bad"), "--n", "2", "--colours", "1"])
+    assert res.exit_code == 2 and "colours must be 0 (full colour) or in [2, 256], got 1" in res.output
+
+
 def test_samples_and_inspect(tmp_path, synth_root):
     runner = CliRunner()
     out = tmp_path / "s.png"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
+from training.data.palette import to_palette
 from training.data.synthetic import SKIN, SynthConfig, _Geometry, _palette, render, sample_face
 
 CFG = SynthConfig()
@@ -104,7 +106,8 @@ def test_gender_cues_overlap_but_separate():
     assert (hair[female] < 0.6).mean() > 0.02 and (hair[~female] > 0.4).mean() > 0.02
 
 
-def test_haar_detects_near_frontal_faces_across_skin_tones():
+@pytest.mark.parametrize("colours", [0, 16])  # full colour, and the compact palette storage
+def test_haar_detects_near_frontal_faces_across_skin_tones(colours):
     from training.data.haar import HaarProbe
 
     probe = HaarProbe()
@@ -116,7 +119,25 @@ def test_haar_detects_near_frontal_faces_across_skin_tones():
             continue
         tone = "light" if face.skin_tone < 1 / 3 else "mid" if face.skin_tone < 2 / 3 else "dark"
         if len(hits[tone]) < 60:
-            hits[tone].append(probe.exactly_one(render(face, CFG)))
+            rgb = render(face, CFG)
+            if colours:
+                stored = to_palette(rgb, colours)
+                assert len(stored.getcolors()) <= colours
+                rgb = np.asarray(stored.convert("RGB"))
+            hits[tone].append(probe.exactly_one(rgb))
     rates = {k: float(np.mean(v)) for k, v in hits.items()}
     assert all(r >= 0.9 for r in rates.values()), rates
     assert np.mean([r for r in rates.values()]) >= 0.93, rates
+
+
+def test_palette_keeps_each_region_close_to_its_colour():
+    rgb = render(_face(3), CFG)
+    stored = to_palette(rgb, 16)
+    assert stored.mode == "P" and len(stored.getcolors()) <= 16
+    back = np.asarray(stored.convert("RGB")).astype(int)
+    assert np.abs(back - rgb).mean() < 4.0  # posterised, not recoloured
+    assert abs(back.mean() - rgb.mean()) < 1.0  # palette entries are means: brightness is kept
+    assert np.abs(np.asarray(to_palette(rgb, 256).convert("RGB")).astype(int) - rgb).mean() < 2.0
+    for bad in (1, 257):
+        with pytest.raises(ValueError, match="colours"):
+            to_palette(rgb, bad)

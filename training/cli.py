@@ -30,18 +30,24 @@ def main() -> None:
               help="probability that a labelled image sits in the wrong gender folder")
 @click.option("--cue-spread", type=click.FloatRange(min=0.0), default=0.3, show_default=True,
               help="spread of the gender cues around their means; larger means more overlap")
+@click.option("--colours", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="0: full-colour PNGs (~4.3 KB a face); K ≥ 2: a palette of K colours per image "
+                   "(16: ~0.9 KB, posterised; 10,000 faces in ~9 MB)")
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
-def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, workers) -> None:
+def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, colours, workers) -> None:
     """Render the procedural face set in the seed's layout, with ground truth."""
     from tqdm import tqdm
 
     from training.data.synth_dataset import SynthDatasetConfig, write_synth_dataset
     from training.data.synthetic import SynthConfig
 
-    cfg = SynthDatasetConfig(
-        n=n, seed=seed, unlabeled_fraction=unlabeled_fraction, label_noise=label_noise,
-        hand_labels=hand_labels, render=SynthConfig(size=size, cue_spread=cue_spread),
-    )
+    try:
+        cfg = SynthDatasetConfig(
+            n=n, seed=seed, unlabeled_fraction=unlabeled_fraction, label_noise=label_noise,
+            hand_labels=hand_labels, colours=colours, render=SynthConfig(size=size, cue_spread=cue_spread),
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     t0 = time.perf_counter()
     with tqdm(total=n, unit="img", desc="synth") as bar:
         placed = write_synth_dataset(out, cfg, workers=workers, progress=bar.update)

@@ -163,7 +163,7 @@ def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, for
 def _synth_defaults(overrides: list[str]) -> dict:
     """The synth command's defaults, with synth.KEY=VALUE overrides (n, seed, hand_labels …)."""
     values = {"seed": 0, "size": 64, "hand_labels": 1000, "unlabeled_fraction": 0.2, "label_noise": 0.0,
-              "cue_spread": 0.3, "workers": 2}
+              "cue_spread": 0.3, "colours": 0, "workers": 2}
     for item in overrides:
         k, _, v = item.partition("=")
         if k not in values:

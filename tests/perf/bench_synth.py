@@ -3,7 +3,8 @@
     python tests/perf/bench_synth.py --n 2000
 
 Prints images/s for rendering alone and for rendering + PNG encoding (one process, one thread),
-and the PNG bytes per image, extrapolated to 10,000 images.
+and the PNG bytes per image, extrapolated to 10,000 images: full colour, and with the per-image
+palette of `facegen-train synth --colours K` (K from --colours, default 16).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from training.data.palette import to_palette
 from training.data.synthetic import SynthConfig, render, sample_face
 
 
@@ -22,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--colours", type=int, default=16)
     args = ap.parse_args()
     cfg = SynthConfig(size=args.size)
     rng = np.random.default_rng(0)
@@ -32,18 +35,23 @@ def main() -> None:
     images = [render(f, cfg) for f in faces]
     t_render = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    total = 0
-    for img in images:
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        total += buf.tell()
-    t_png = time.perf_counter() - t0
+    def store(to_image, **save) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        total = 0
+        for img in images:
+            buf = io.BytesIO()
+            to_image(img).save(buf, format="PNG", **save)
+            total += buf.tell()
+        return time.perf_counter() - t0, total
 
     print(f"{args.n} faces at {args.size}×{args.size}, one core")
     print(f"render:        {args.n / t_render:7.0f} img/s")
-    print(f"render + PNG:  {args.n / (t_render + t_png):7.0f} img/s")
-    print(f"PNG size:      {total / args.n:7.0f} B/img → {total / args.n * 10_000 / 2**20:.1f} MiB per 10,000 images")
+    for label, (t_png, total) in (
+        ("full colour", store(Image.fromarray)),
+        (f"{args.colours} colours", store(lambda a: to_palette(a, args.colours), optimize=True)),
+    ):
+        print(f"render + PNG, {label}: {args.n / (t_render + t_png):7.0f} img/s, {total / args.n:5.0f} B/img → "
+              f"{total / args.n * 10_000 / 2**20:.1f} MiB per 10,000 images")
 
 
 if __name__ == "__main__":

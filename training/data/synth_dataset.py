@@ -22,6 +22,7 @@ from PIL import Image
 
 from training.data.conditions import CONDITIONS
 from training.data.labels import first_n_female, write_conditions_csv
+from training.data.palette import to_palette
 from training.data.synthetic import Face, SynthConfig, render, sample_face
 
 
@@ -33,6 +34,9 @@ class SynthDatasetConfig:
     label_noise: float = 0.0  # probability that a labelled image sits in the wrong gender folder
     hand_labels: int = 1000  # N of "the first N female images by file name"
     shard_size: int = 1000  # unlabeled/ is split into sub-folders of this many images
+    # 0 = full-colour PNG (~4.3 KB a face); K = a per-image palette of K colours (16: ~0.9 KB,
+    # posterised; see training/data/palette.py for what it keeps and loses)
+    colours: int = 0
     render: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
@@ -41,6 +45,8 @@ class SynthDatasetConfig:
         for name in ("unlabeled_fraction", "label_noise"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.colours != 0 and not 2 <= self.colours <= 256:
+            raise ValueError(f"colours must be 0 (full colour) or in [2, 256], got {self.colours}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,11 @@ def _draw(args: tuple[range, SynthDatasetConfig, str]) -> list[Placed]:
         p = place(i, cfg)
         path = Path(out) / p.file
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(render(p.face, cfg.render)).save(path, format="PNG")
+        rgb = render(p.face, cfg.render)
+        if cfg.colours:
+            to_palette(rgb, cfg.colours).save(path, format="PNG", optimize=True)
+        else:
+            Image.fromarray(rgb).save(path, format="PNG")
         placed.append(p)
     return placed
 
