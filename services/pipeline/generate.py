@@ -157,8 +157,9 @@ class Pipeline:
             self._optional(spec, "attributes", self.up.measure(images, list(CONDITIONS), left), degraded),
             self._optional(spec, "filter", self.up.p_female(images, left), degraded),
             encode)
-        for f, data in zip(faces, encoded or [], strict=False):
-            f.encoded = data
+        if encoded is not None:
+            for f, data in zip(faces, encoded, strict=True):
+                f.encoded = data
         for i, f in enumerate(faces):
             f.measured = None if measured is None else measured[i]
             f.p_female = None if p_female is None else float(p_female[i])
