@@ -9,6 +9,9 @@ called in-process, one batch of `count` faces at a time (sampler → critic → 
 attributes + filter) in the same run. Then the RSS of every service at rest and after the load.
 Client, services and the in-process chain share this machine's cores.
 
+Under each cell: the CPU time per face of the in-process chain and of each service (process
+tree, user + system), which shows what the hops and the services' Python cost beyond the models.
+
 Each cell is compared with an in-process figure timed right before it (the VM's speed drifts by
 ±10 % over minutes; one reference per count let that drift into the ratios), and each load
 starts with a second of the same load whose figures are dropped (the services' first batches
@@ -28,7 +31,7 @@ import multiprocessing as mp
 import time
 
 import numpy as np
-from timing import closed_loop, rate  # tests/perf/timing.py (the script's folder is on sys.path)
+from timing import closed_loop  # tests/perf/timing.py (the script's folder is on sys.path)
 
 from tests import servers
 
@@ -41,8 +44,9 @@ def _sessions() -> dict:
             for m in ("generator", "critic", "refiner", "attributes", "filter")}
 
 
-def in_process(count: int, seconds: float) -> float:
-    """Faces/s of the chain of exported models called directly, batch = count."""
+def in_process(count: int, seconds: float) -> tuple[float, float]:
+    """Faces/s of the chain of exported models called directly, batch = count, and its CPU time
+    per face (ms, all of ONNX Runtime's threads)."""
     sess = _sessions()
     noise = [i for i in sess["generator"].get_inputs() if i.name.startswith("noise_")]
     cond = np.random.default_rng(0).random((count, 5), dtype=np.float32)
@@ -59,7 +63,12 @@ def in_process(count: int, seconds: float) -> float:
         sess["attributes"].run(None, {"images": retouched})
         sess["filter"].run(None, {"images": retouched})
 
-    return rate(chain, count, seconds)
+    chain()  # warm-up
+    faces, t0, cpu0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        chain()
+        faces += count
+    return faces / (time.perf_counter() - t0), 1000 * (time.process_time() - cpu0) / faces
 
 
 WARMUP_S = 1.0
@@ -74,7 +83,13 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
     def seed(w: int, k: int) -> int:  # every request draws new faces
         return w * 10**6 + k * count
 
-    async def run() -> tuple[list[float], int]:
+    async def measured(send) -> tuple[list[float], int, float, int]:
+        warm, _ = await closed_loop(send, concurrency, WARMUP_S)
+        t0 = time.perf_counter()
+        latencies, errors = await closed_loop(send, concurrency, seconds)
+        return latencies, errors, time.perf_counter() - t0, len(warm)
+
+    async def run() -> tuple[list[float], int, float, int]:
         if kind == "grpc":
             async with grpc.aio.insecure_channel(target) as ch:
                 stub = rpc.GenerationServiceStub(ch)
@@ -86,9 +101,7 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
                     except grpc.RpcError:
                         return False
 
-                await closed_loop(send, concurrency, WARMUP_S)
-                t0 = time.perf_counter()
-                return (*await closed_loop(send, concurrency, seconds), time.perf_counter() - t0)
+                return await measured(send)
         async with aiohttp.ClientSession(target, connector=aiohttp.TCPConnector(limit=concurrency)) as client:
 
             async def send(w: int, k: int) -> bool:
@@ -96,21 +109,25 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
                     await r.read()
                     return r.status == 200
 
-            await closed_loop(send, concurrency, WARMUP_S)
-            t0 = time.perf_counter()
-            return (*await closed_loop(send, concurrency, seconds), time.perf_counter() - t0)
+            return await measured(send)
 
     out.put(asyncio.run(run()))
 
 
-def load(kind: str, target: str, count: int, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
+def load(kind: str, target: str, count: int, concurrency: int, seconds: float,
+         stack: dict[str, servers.Server]) -> tuple[float, float, float, int, dict[str, float]]:
+    """faces/s, p50 and p99 ms, errors, and each service's CPU time per face (ms, warm-up included)."""
     q: mp.Queue = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=_client, args=(kind, target, count, concurrency, seconds, q))
+    before = {name: cpu_s(s) for name, s in stack.items()}
     p.start()
-    latencies, errors, wall = q.get()
+    latencies, errors, wall, warm = q.get()
+    used = {name: cpu_s(s) - before[name] for name, s in stack.items()}
     p.join()
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return len(latencies) * count / wall, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), errors
+    faces = max(1, (len(latencies) + warm) * count)
+    return (len(latencies) * count / wall, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), errors,
+            {name: 1000 * t / faces for name, t in used.items()})
 
 
 def round_trip_ms(target: str, calls: int = 300) -> float:
@@ -132,12 +149,21 @@ def round_trip_ms(target: str, calls: int = 300) -> float:
     return asyncio.run(run())
 
 
-def rss_mib(server: servers.Server) -> float:
-    """Resident memory of the server's process tree (bentoml serve + its workers)."""
+def _tree(server: servers.Server) -> list:
     import psutil
 
     root = psutil.Process(server.proc.pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_s(server: servers.Server) -> float:
+    """CPU seconds (user + system) used so far by the server's process tree."""
+    return sum(sum(p.cpu_times()[:2]) for p in _tree(server))
+
+
+def rss_mib(server: servers.Server) -> float:
+    """Resident memory of the server's process tree (bentoml serve + its workers)."""
+    return sum(p.memory_info().rss for p in _tree(server)) / 2**20
 
 
 def main() -> None:
@@ -157,16 +183,18 @@ def main() -> None:
         print(head + "  in-process faces/s")
         for count in args.count:
             if count == 1:
-                chain_ms = 1000 / in_process(count, args.seconds)
+                chain_ms = 1000 / in_process(count, args.seconds)[0]
                 hops_ms = rtt["pipeline"] + rtt["sampler"] + rtt["critic"] + max(rtt["attributes"], rtt["filter"])
                 print(f"count 1, one at a time: the in-process chain takes {chain_ms:.1f} ms, four hops at least "
                       f"{hops_ms:.1f} ms → no pipeline of these services passes {chain_ms / (chain_ms + hops_ms):.2f}×")
             for conc in args.concurrency:
                 for kind, target in (("grpc", stack["pipeline"].grpc_target), ("http", stack["pipeline"].url)):
-                    ref = in_process(count, args.seconds / 2)
-                    rate, p50, p99, errors = load(kind, target, count, conc, args.seconds)
+                    ref, ref_cpu = in_process(count, args.seconds / 2)
+                    rate, p50, p99, errors, cpu = load(kind, target, count, conc, args.seconds, stack)
                     print(f"{kind:<9} {count:>5} {conc:>4} {rate:>8.1f} {p50:>8.1f} {p99:>8.1f} {errors:>6}  "
                           f"{ref:.1f} (pipeline/in-process {rate / ref:.2f})", flush=True)
+                    print(f"    CPU ms per face: in-process {ref_cpu:.2f}; services {sum(cpu.values()):.2f}: "
+                          + "  ".join(f"{n} {v:.2f}" for n, v in cpu.items()), flush=True)
         loaded = {name: rss_mib(s) for name, s in stack.items()}
         print("\nRSS MiB   " + "  ".join(f"{n}: {at_rest[n]:.0f} → {loaded[n]:.0f}" for n in stack))
     finally:
