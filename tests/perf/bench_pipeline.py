@@ -31,7 +31,7 @@ import multiprocessing as mp
 import time
 
 import numpy as np
-from timing import closed_loop  # tests/perf/timing.py (the script's folder is on sys.path)
+from timing import closed_loop, rate_and_cpu  # tests/perf/timing.py (the script's folder is on sys.path)
 
 from tests import servers
 
@@ -63,12 +63,7 @@ def in_process(count: int, seconds: float) -> tuple[float, float]:
         sess["attributes"].run(None, {"images": retouched})
         sess["filter"].run(None, {"images": retouched})
 
-    chain()  # warm-up
-    faces, t0, cpu0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - t0 < seconds:
-        chain()
-        faces += count
-    return faces / (time.perf_counter() - t0), 1000 * (time.process_time() - cpu0) / faces
+    return rate_and_cpu(chain, count, seconds)
 
 
 WARMUP_S = 1.0
