@@ -8,9 +8,10 @@ as shipped they take ≈ 4.3 KB. This prints bytes per face (Pillow, optimize=Tr
 2. with parts of the shading switched off — hair streaks, multiplicative shade (ambient occlusion,
    eye sockets, nostrils) and additive highlights, which the Haar rates depend on
    (shared/notes/procedural-faces.md);
-3. stored with a per-face palette (`facegen-train synth --colours K`, training/data/palette.py)
-   and, for comparison, with Pillow's plain RGB median cut; with --haar also the Haar rates of
-   those faces (near-frontal, exactly one box; overall and per skin-tone third).
+3. stored as `facegen-train synth --colours K` writes them (full colour, or a per-face palette:
+   training/data/palette.py) and, for comparison, with Pillow's plain RGB median cut; with --haar
+   also the Haar rates of the stored faces (near-frontal, exactly one box; overall and per
+   skin-tone third).
 The ablations patch the renderer in this process only; nothing here changes the shipped faces.
 """
 
@@ -25,7 +26,7 @@ from PIL import Image
 
 from training.data import synthetic as S
 from training.data.canvas import Canvas
-from training.data.palette import to_palette
+from training.data.synth_dataset import save_png
 
 
 def png_bytes(img: Image.Image) -> int:
@@ -36,6 +37,17 @@ def png_bytes(img: Image.Image) -> int:
 
 def mean_bytes(images: list[Image.Image | np.ndarray]) -> float:
     return float(np.mean([png_bytes(im if isinstance(im, Image.Image) else Image.fromarray(im)) for im in images]))
+
+
+def stored(images: list[np.ndarray], colours: int) -> tuple[float, list[Image.Image]]:
+    """Mean PNG bytes as the dataset writer stores the faces, and the faces read back from them."""
+    sizes, back = [], []
+    for a in images:
+        buf = io.BytesIO()
+        save_png(a, colours, buf)
+        sizes.append(buf.tell())
+        back.append(Image.open(buf))
+    return float(np.mean(sizes)), back
 
 
 def haar_rates(images: list[Image.Image], faces: list[S.Face]) -> str:
@@ -86,24 +98,25 @@ def main() -> None:
     def shipped() -> list[np.ndarray]:
         return [S.render(f, cfg) for f in faces]
 
+    images = shipped()
     print("ablations (each adds to the one above):")
-    row("as shipped", mean_bytes(shipped()))
+    row("as shipped", mean_bytes(images))
     with mock.patch.object(S, "_hair_texture", lambda cv, win, face, hair: hair * 0.92):
         row("flat hair (no streaks)", mean_bytes(shipped()))
         with mock.patch.object(Canvas, "scale", lambda *a: None):
             row("+ no multiplicative shade (AO, sockets)", mean_bytes(shipped()))
             with mock.patch.object(Canvas, "add", lambda *a: None):
                 row("+ no additive highlights", mean_bytes(shipped()))
-    print("stored with a per-face palette:")
-    images = shipped()
-    full = [Image.fromarray(a) for a in images]
-    row("full colour", mean_bytes(full), haar_rates(full, faces) if args.haar else "")
-    for colours in (64, 16, 12, 8):
-        for label, quantise in (("luminance-weighted (--colours)", lambda a, k: to_palette(a, k)),
-                                ("RGB median cut", lambda a, k: Image.fromarray(a).quantize(
-                                    k, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))):
-            ims = [quantise(a, colours) for a in images]
-            row(f"{colours} colours, {label}", mean_bytes(ims), haar_rates(ims, faces) if args.haar else "")
+    print("stored as `facegen-train synth --colours K` stores them (K = 0: full colour), and with Pillow's "
+          "plain RGB median cut instead:")
+    for colours in (0, 64, 16, 12, 8):
+        size, ims = stored(images, colours)
+        row(f"{colours} colours (--colours)" if colours else "full colour", size,
+            haar_rates(ims, faces) if args.haar else "")
+        if colours:
+            ims = [Image.fromarray(a).quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+                   for a in images]
+            row(f"{colours} colours, RGB median cut", mean_bytes(ims), haar_rates(ims, faces) if args.haar else "")
 
 
 if __name__ == "__main__":

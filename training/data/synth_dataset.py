@@ -67,6 +67,15 @@ def place(i: int, cfg: SynthDatasetConfig) -> Placed:
     return Placed(i, f"{'Female' if folder_female else 'Male'}/{name}", face)
 
 
+def save_png(rgb: np.ndarray, colours: int, fp) -> None:
+    """Store one rendered face (to a path or file object) as the dataset does: full colour, or
+    with a palette of `colours` colours (0 = full colour)."""
+    if colours:
+        to_palette(rgb, colours).save(fp, format="PNG", optimize=True)
+    else:
+        Image.fromarray(rgb).save(fp, format="PNG")
+
+
 def _draw(args: tuple[range, SynthDatasetConfig, str]) -> list[Placed]:
     indices, cfg, out = args
     placed = []
@@ -74,11 +83,7 @@ def _draw(args: tuple[range, SynthDatasetConfig, str]) -> list[Placed]:
         p = place(i, cfg)
         path = Path(out) / p.file
         path.parent.mkdir(parents=True, exist_ok=True)
-        rgb = render(p.face, cfg.render)
-        if cfg.colours:
-            to_palette(rgb, cfg.colours).save(path, format="PNG", optimize=True)
-        else:
-            Image.fromarray(rgb).save(path, format="PNG")
+        save_png(render(p.face, cfg.render), cfg.colours, path)
         placed.append(p)
     return placed
 
