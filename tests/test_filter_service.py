@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
+import re
 import shutil
 import tarfile
 import time
@@ -38,8 +40,12 @@ def datasets(tmp_path_factory, synth_root, real_root):
 
 
 @pytest.fixture(scope="module")
-def server(datasets, tmp_path_factory):
-    jobs = tmp_path_factory.mktemp("jobs")
+def jobs(tmp_path_factory):
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="module")
+def server(datasets, jobs):
     s = servers.start("services.filter.service:FilterService", "filter",
                       env={"FACEGEN_ALLOWED_ROOTS": str(datasets), "FACEGEN_JOBS_DIR": str(jobs)})
     yield s
@@ -162,6 +168,35 @@ def test_dataset_outside_allowed_roots_is_refused(server, stub, tmp_path):
     r = httpx.post(f"{server.url}/filter_dataset/submit", json={"dataset": "/etc"})
     task = r.json()["task_id"]
     assert _wait_task(server, task) == "failed"
+    result = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": task})
+    assert result.status_code == 403 and "allowed" in result.json()["error"], result.text
+
+
+def test_http_task_failures_say_what_was_wrong(server, datasets, jobs, tmp_path):
+    """A task fails after its submit was accepted; its result must still say why, as a 4xx."""
+    cases = [({"dataset": str(datasets / "no-such-set")}, 400, "not found"),
+             ({"dataset": str(datasets / "real"), "threshold": 1.5}, 400, "threshold"),
+             ({"dataset": str(datasets / "real"), "job_id": "../escape"}, 400, "job_id")]
+    for body, status, words in cases:
+        task = httpx.post(f"{server.url}/filter_dataset/submit", json=body).json()["task_id"]
+        assert _wait_task(server, task) == "failed", body
+        result = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": task})
+        assert result.status_code == status and words in result.json()["error"], (body, result.text)
+    # an uploaded archive's job_id names the folder it is unpacked into (and later removed from)
+    archive = tmp_path / "ds.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Female/a.png", b"x")
+    victim = tmp_path / "victim" / "data"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("mine")
+    escape = os.path.relpath(victim.parent, jobs)
+    with archive.open("rb") as fh:
+        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("ds.zip", fh)}, data={"job_id": escape})
+    task = r.json()["task_id"]
+    assert _wait_task(server, task, "filter_archive") == "failed"
+    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task})
+    assert result.status_code == 400 and "job_id" in result.json()["error"], result.text
+    assert (victim / "keep.txt").read_text() == "mine" and not (victim / "Female").exists()
 
 
 def _wait_task(server, task_id: str, endpoint: str = "filter_dataset", timeout: float = 120) -> str:
@@ -235,6 +270,8 @@ def test_malicious_archives_are_refused(server, tmp_path, kind):
     with archive.open("rb") as fh:
         r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("evil", fh)})
     assert _wait_task(server, r.json()["task_id"], "filter_archive") == "failed"
+    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": r.json()["task_id"]})
+    assert result.status_code == 400 and re.search("traversal|link", result.json()["error"]), result.text
 
 
 def test_archive_bombs_are_refused(tmp_path):

@@ -54,6 +54,13 @@ def resolve_dataset(path: str, allowed_roots: list[Path]) -> Path:
     return real
 
 
+def check_job_id(job_id: str) -> str:
+    """`job_id` if it is safe as one folder name under the jobs folder (no separators, no "..")."""
+    if not job_id.replace("-", "").replace("_", "").isalnum() or len(job_id) > 64:
+        raise BadRequest(f"job_id may hold letters, digits, '-' and '_' only (at most 64), got {job_id[:80]!r}")
+    return job_id
+
+
 LAYOUT_FOLDERS = ("Female", "Male", "unlabeled")
 
 

@@ -25,7 +25,7 @@ from services.core.errors import BadRequest
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, decode_proto_image, grpc_call, http_call, remaining
-from services.filter.jobs import DatasetJob, extract_archive, job_id_for, resolve_dataset
+from services.filter.jobs import DatasetJob, check_job_id, extract_archive, job_id_for, resolve_dataset
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -50,9 +50,7 @@ class FilterCore:
 
     def job(self, dataset: Path, threshold: float, job_id: str = "") -> DatasetJob:
         threshold = DEFAULT_THRESHOLD if threshold == 0 else threshold
-        job_id = job_id or job_id_for(dataset, threshold, self.model.export.card["onnx_sha256"])
-        if not job_id.replace("-", "").replace("_", "").isalnum() or len(job_id) > 64:
-            raise BadRequest("job_id may hold letters, digits, '-' and '_' only (at most 64)")
+        job_id = check_job_id(job_id or job_id_for(dataset, threshold, self.model.export.card["onnx_sha256"]))
         return DatasetJob(self.jobs_dir, job_id, dataset, threshold, self.job_chunk)
 
     async def run_job(self, job: DatasetJob):
@@ -135,22 +133,33 @@ class FilterService(ModelService):
     async def filter_dataset(self, dataset: str, threshold: float = DEFAULT_THRESHOLD, job_id: str = "") -> dict:
         """Filter a dataset folder on the server (inside FACEGEN_ALLOWED_ROOTS). Returns the summary
         and selection.csv; resubmitting the same dataset and threshold resumes an interrupted job."""
-        root = resolve_dataset(dataset, self.core.allowed_roots)
-        return await self.core.finish(self.core.job(root, threshold, job_id))
+
+        async def work():
+            root = resolve_dataset(dataset, self.core.allowed_roots)
+            return await self.core.finish(self.core.job(root, threshold, job_id))
+
+        # a task's failure is stored as its response: mapped here, GET /filter_dataset/get answers
+        # 4xx with the message (a bad path, a folder outside the allowed roots), not a bare 500
+        return await http_call(self.model.metrics, "filter_dataset", work)
 
     @bentoml.task(route="/filter_archive")
     async def filter_archive(self, archive: Path, threshold: float = DEFAULT_THRESHOLD, job_id: str = "") -> dict:
         """Filter an uploaded zip or tar of a dataset (checked for path traversal, links and size
         bombs). Uploading the same archive again resumes its job."""
-        job_id = job_id or "upload-" + sha256_file(archive)[:16]
-        data = self.core.jobs_dir / job_id / "data"
-        if not (data.parent / "unpacked").exists():
-            shutil.rmtree(data, ignore_errors=True)
-            extract_archive(archive, data)
-            (data.parent / "unpacked").touch()
-        result = await self.core.finish(self.core.job(data.resolve(), threshold, job_id))
-        shutil.rmtree(data, ignore_errors=True)  # the CSV and the checkpoint stay
-        return result
+
+        async def work():
+            # checked before it names a folder to unpack into (and later delete)
+            jid = check_job_id(job_id or "upload-" + sha256_file(archive)[:16])
+            data = self.core.jobs_dir / jid / "data"
+            if not (data.parent / "unpacked").exists():
+                shutil.rmtree(data, ignore_errors=True)
+                extract_archive(archive, data)
+                (data.parent / "unpacked").touch()
+            result = await self.core.finish(self.core.job(data.resolve(), threshold, jid))
+            shutil.rmtree(data, ignore_errors=True)  # the CSV and the checkpoint stay
+            return result
+
+        return await http_call(self.model.metrics, "filter_archive", work)
 
     @bentoml.api(route="/job_progress")
     def job_progress(self, job_id: str) -> dict:
