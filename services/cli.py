@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import tempfile
@@ -16,6 +17,26 @@ import click
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Call the facegen services."""
+
+
+@contextlib.contextmanager
+def _http_errors(url: str):
+    """Connection failures and timeouts as one line naming the server, not a traceback."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+
+
+def _image_path(ctx, param, value: Path) -> Path:
+    """An output path whose suffix Pillow can write, checked before any face is generated."""
+    from PIL import Image
+
+    if value.suffix.lower() not in Image.registered_extensions():
+        raise click.BadParameter(f"{value}: give a file name ending in .png, .jpg or .webp")
+    return value
 
 
 def _count_files(root: Path) -> int | None:
@@ -89,7 +110,7 @@ def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload:
 
     url = url.rstrip("/")
     job_id = job_id or f"cli-{uuid.uuid4().hex[:12]}"
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60) as client, _http_errors(url):
         if upload:
             if not dataset.is_dir():
                 raise click.ClickException(f"{dataset}: not a local folder")
@@ -126,10 +147,6 @@ def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload:
         return body["summary"], body["selection_csv"]
 
 
-if __name__ == "__main__":
-    main()
-
-
 CONDITION_OPTIONS = ("eyes", "mouth", "hair_color", "background", "head")
 
 
@@ -161,7 +178,8 @@ def _condition(value: str | None, name: str):
 @click.option("--allow-partial", is_flag=True, help="answer even if the critic or a checker is down")
 @click.option("--grpc", "grpc_target", metavar="HOST:PORT", default="127.0.0.1:50050", show_default=True)
 @click.option("--http", "http_url", metavar="URL", help="use HTTP instead, e.g. http://127.0.0.1:3000")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("faces.png"), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("faces.png"), show_default=True,
+              callback=_image_path, help="the grid image; a JSON report is written beside it")
 @click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)
 def generate_cmd(count, eyes, mouth, hair_color, background, head, temperature, seed, oversample, retouch,
                  allow_partial, grpc_target, http_url, out, zoom) -> None:
@@ -209,6 +227,7 @@ def _generate_grpc(target, wanted, count, temperature, seed, oversample, retouch
     for f in resp.faces:
         d = MessageToDict(f, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         d.pop("png", None)
+        d["seed"] = f.seed  # proto JSON writes 64-bit integers as strings; the report matches HTTP's
         d["png_bytes"] = f.png
         out.append(d)
     return out
@@ -222,7 +241,8 @@ def _generate_http(url, wanted, count, temperature, seed, oversample, retouch, a
     conds = {n: ({"min": v[0], "max": v[1]} if isinstance(v, tuple) else v) for n, v in wanted.items()}
     body = {"conditions": conds, "count": count, "temperature": temperature, "seed": seed, "oversample": oversample,
             "retouch": retouch, "allow_partial": allow_partial}
-    r = httpx.post(f"{url.rstrip('/')}/generate", json=body, timeout=120)
+    with _http_errors(url):
+        r = httpx.post(f"{url.rstrip('/')}/generate", json=body, timeout=120)
     if r.status_code != 200:
         raise click.ClickException(f"HTTP {r.status_code}: {r.text[:500]}")
     faces = r.json()["faces"]
@@ -245,3 +265,7 @@ def _grid(pngs: list[bytes], out: Path, zoom: int) -> None:
         grid.paste(face, (w * (i % cols), h * (i // cols)))
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.resize((grid.width * zoom, grid.height * zoom), Image.Resampling.NEAREST).save(out)
+
+
+if __name__ == "__main__":
+    main()

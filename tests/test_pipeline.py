@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import subprocess
 import time
 
@@ -121,6 +122,48 @@ def test_bad_http_requests_get_400(stack):
                  {"conditions": {"nose": 0.5}}, {"count": 100000}):
         r = httpx.post(url, json=body, timeout=30)
         assert r.status_code == 400, (body, r.status_code, r.text)
+
+
+def test_client_cli_writes_a_grid_and_a_report_on_both_transports(stack, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from services.cli import main
+
+    args = ["generate", "--n", "3", "--eyes", "0.9", "--mouth", "0.1:0.3", "--seed", "7", "--zoom", "1"]
+    reports = {}
+    for transport, where in (("grpc", ["--grpc", stack["pipeline"].grpc_target]), ("http", ["--http", stack["pipeline"].url])):
+        out = tmp_path / f"{transport}.png"
+        res = CliRunner().invoke(main, [*args, *where, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert Image.open(out).size == (3 * 64, 64) and "wrote" in res.output
+        reports[transport] = json.loads(out.with_suffix(".json").read_text())
+    assert [f["seed"] for f in reports["grpc"]] == [f["seed"] for f in reports["http"]] == [7, 8, 9]
+    for f, g in zip(reports["grpc"], reports["http"], strict=True):
+        assert f["requested"]["eyes"] == pytest.approx(0.9) and 0.1 <= f["requested"]["mouth"] <= 0.3
+        assert f["measured"]["eyes"] == pytest.approx(g["measured"]["eyes"], abs=1e-6) and set(f) == set(g)
+    # caught before anything is generated, and said in a line
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "faces.txt")])
+    assert res.exit_code == 2 and "--out" in res.output and not (tmp_path / "faces.json").exists()
+    res = CliRunner().invoke(main, [*args, "--mouth", "0.9:0.1", "--grpc", stack["pipeline"].grpc_target,
+                                    "--out", str(tmp_path / "bad.png")])
+    assert res.exit_code == 1 and "INVALID_ARGUMENT" in res.output and "range" in res.output
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_client_cli_says_which_server_it_cannot_reach(tmp_path):
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+        for where in (["--grpc", dead], ["--http", f"http://{dead}"]):
+            res = CliRunner().invoke(main, ["generate", "--n", "1", *where, "--out", str(tmp_path / "f.png")])
+            assert res.exit_code == 1 and dead in res.output and not isinstance(res.exception, OSError | ValueError), res.output
+        res = CliRunner().invoke(main, ["filter", str(tmp_path), "--http", f"http://{dead}", "--out", str(tmp_path / "s.csv")])
+        assert res.exit_code == 1 and f"cannot reach http://{dead}" in res.output, res.output
 
 
 def test_every_service_counts_its_work_and_prometheus_scrapes_them(stack, tmp_path):
