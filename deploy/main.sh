@@ -7,9 +7,11 @@
 # and keep serving until Ctrl-C, which stops every service. `bash deploy/main.sh --once` stops
 # after the demo instead. Environment: FACEGEN_OUT (default runs/main), FACEGEN_N (images in the
 # demo dataset, default 500), the ports of deploy/ports.env.
+set -euo pipefail
+cd "$(dirname "$0")/.."
 once=0; [ "${1:-}" = "--once" ] && once=1
 set --  # env.sh reads its own arguments (the extras to install)
-source "$(dirname "$0")/env.sh"
+source deploy/env.sh
 out="$(mkdir -p "${FACEGEN_OUT:-runs/main}" && cd "${FACEGEN_OUT:-runs/main}" && pwd)"
 set -a
 # shellcheck disable=SC1091
