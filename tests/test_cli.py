@@ -64,6 +64,8 @@ def test_samples_and_inspect(tmp_path, synth_root):
     res = runner.invoke(main, ["samples", "--out", str(out), "--rows", "1", "--cols", "4", "--zoom", "1"])
     assert res.exit_code == 0, res.output
     assert Image.open(out).size == (4 * 64, 6 * 64)
+    res = runner.invoke(main, ["samples", "--out", str(tmp_path / "s.txt"), "--rows", "1", "--cols", "1"])
+    assert res.exit_code == 2 and ".png" in res.output and not (tmp_path / "s.txt").exists()
     res = runner.invoke(main, ["inspect", str(synth_root)])
     assert res.exit_code == 0 and "folders dataset" in res.output
     res = runner.invoke(main, ["inspect", str(tmp_path)])

@@ -68,6 +68,8 @@ def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_
 @click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)
 def samples(out, seed, rows, cols, sweep, zoom) -> None:
     """A grid of procedural faces (and condition sweeps) as one PNG."""
+    if out.suffix.lower() != ".png":
+        raise click.BadParameter(f"{out}: give a file name ending in .png", param_hint="--out")
     from PIL import Image
 
     from training.data.synthetic import SynthConfig, render, sample_face
