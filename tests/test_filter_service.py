@@ -250,6 +250,24 @@ def test_http_task_filters_a_folder_and_an_uploaded_archive(server, datasets, tm
     assert result["summary"]["total"] == 5
 
 
+def test_an_archive_of_a_folder_keeps_its_layout(server, datasets, tmp_path):
+    """`zip -r myset.zip myset/` nests everything under myset/: its Male/ must still be left out."""
+    female, male = _files(datasets / "synth" / "Female", 3), _files(datasets / "synth" / "Male", 2)
+    archive = tmp_path / "myset.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in female + male:
+            zf.write(f, f"myset/{f.parent.name}/{f.name}")
+        zf.writestr("__MACOSX/myset/._junk", b"resource fork")
+    with archive.open("rb") as fh:
+        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("myset.zip", fh)}, data={"threshold": "0.5"})
+    task = r.json()["task_id"]
+    assert _wait_task(server, task, "filter_archive") == "completed"
+    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task}).json()
+    assert result["summary"]["total"] == 5 and result["summary"]["male_folder"] == 2, result["summary"]
+    rows = _csv_rows(result["selection_csv"])
+    assert sorted(r["file"] for r in rows) == sorted(f"{f.parent.name}/{f.name}" for f in female + male)
+
+
 @pytest.mark.parametrize("kind", ["zip-slip", "tar-link"])
 def test_malicious_archives_are_refused(server, tmp_path, kind):
     from services.core.errors import BadRequest

@@ -195,6 +195,20 @@ MAX_ENTRIES = 100_000
 MAX_UNPACKED = 4 * 2**30
 
 
+def archive_root(unpacked: Path) -> Path:
+    """The dataset inside an unpacked upload: `zip -r set.zip set/` puts everything under one
+    top folder, whose Female/ and Male/ must still count as the layout (else Male/ images would be
+    scored instead of left out). Descends while a folder holds just one folder and no layout
+    folder; macOS's __MACOSX/ and hidden entries do not count."""
+    root = unpacked
+    while not any((root / d).is_dir() for d in LAYOUT_FOLDERS):
+        entries = [e for e in root.iterdir() if not e.name.startswith((".", "__MACOSX"))]
+        if len(entries) != 1 or not entries[0].is_dir():
+            break
+        root = entries[0]
+    return root
+
+
 def extract_archive(archive: Path, dest: Path, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_UNPACKED) -> Path:
     """Unpack a zip or tar upload into dest, refusing path traversal, links and size bombs."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from services.core.errors import BadRequest
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, decode_proto_image, grpc_call, http_call, remaining
-from services.filter.jobs import DatasetJob, check_job_id, extract_archive, job_id_for, resolve_dataset
+from services.filter.jobs import DatasetJob, archive_root, check_job_id, extract_archive, job_id_for, resolve_dataset
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -155,7 +155,7 @@ class FilterService(ModelService):
                 shutil.rmtree(data, ignore_errors=True)
                 extract_archive(archive, data)
                 (data.parent / "unpacked").touch()
-            result = await self.core.finish(self.core.job(data.resolve(), threshold, jid))
+            result = await self.core.finish(self.core.job(archive_root(data.resolve()), threshold, jid))
             shutil.rmtree(data, ignore_errors=True)  # the CSV and the checkpoint stay
             return result
 
