@@ -401,3 +401,6 @@ def test_client_cli_writes_the_selection_locally(server, datasets, tmp_path, tra
     assert len(rows) == len(list((datasets / "real").rglob("*.*"))) and "kept of" in res.output
     res = CliRunner().invoke(main, ["filter", "/etc", "--grpc", server.grpc_target, "--out", str(out)])
     assert res.exit_code != 0 and "PERMISSION_DENIED" in res.output
+    if transport == "http":  # the job fails after its submit was accepted; the reason still shows
+        res = CliRunner().invoke(main, ["filter", "/etc", "--http", server.url, "--out", str(out)])
+        assert res.exit_code == 1 and "job failed" in res.output and "allowed dataset roots" in res.output, res.output
