@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import tempfile
 import time
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -105,12 +105,29 @@ def _filter_grpc(target: str, dataset: str, threshold: float, job_id: str, bar):
     return {f: getattr(summary, f) for f in fields}, text
 
 
+def _http_job_id(client, url: str, dataset: Path, threshold: float, upload: bool) -> str:
+    """The job's id, derived so that rerunning the same command resumes the job (the progress bar
+    needs an id before the server would pick one): from the folder (its path on the server, or
+    for --upload what its files are), the threshold and the server's model."""
+    try:
+        model = client.get(f"{url}/v1/status").json().get("onnx_sha256") or ""
+    except ValueError:  # not JSON: an older server; the id then leaves the model out
+        model = ""
+    if upload:
+        listing = sorted((p.relative_to(dataset).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                         for p in dataset.rglob("*") if p.is_file())
+        source = "upload:" + hashlib.sha256(repr(listing).encode()).hexdigest()
+    else:
+        source = str(dataset.resolve())
+    return "cli-" + hashlib.sha256(f"{source}|{threshold:.6f}|{model}".encode()).hexdigest()[:16]
+
+
 def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload: bool, bar):
     import httpx
 
     url = url.rstrip("/")
-    job_id = job_id or f"cli-{uuid.uuid4().hex[:12]}"
     with httpx.Client(timeout=60) as client, _http_errors(url):
+        job_id = job_id or _http_job_id(client, url, dataset, threshold, upload)
         if upload:
             if not dataset.is_dir():
                 raise click.ClickException(f"{dataset}: not a local folder")

@@ -250,6 +250,25 @@ def test_http_task_filters_a_folder_and_an_uploaded_archive(server, datasets, tm
     assert result["summary"]["total"] == 5
 
 
+def test_uploading_a_finished_archive_again_gives_its_result_again(server, datasets, tmp_path):
+    """The unpacked copy is removed when a job finishes; a second upload must not find an empty
+    folder (and overwrite the finished selection.csv with a header)."""
+    archive = tmp_path / "again.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in _files(datasets / "synth" / "unlabeled", 4):
+            zf.write(f, f"unlabeled/{f.name}")
+    results = []
+    for _ in range(2):
+        with archive.open("rb") as fh:
+            r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("again.zip", fh)})
+        task = r.json()["task_id"]
+        assert _wait_task(server, task, "filter_archive") == "completed"
+        results.append(httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task}).json())
+    assert results[0]["summary"]["total"] == results[1]["summary"]["total"] == 4
+    assert results[1]["selection_csv"] == results[0]["selection_csv"]
+    assert len(_csv_rows(Path(results[1]["summary"]["selection_csv"]).read_text())) == 4
+
+
 def test_an_archive_of_a_folder_keeps_its_layout(server, datasets, tmp_path):
     """`zip -r myset.zip myset/` nests everything under myset/: its Male/ must still be left out."""
     female, male = _files(datasets / "synth" / "Female", 3), _files(datasets / "synth" / "Male", 2)
@@ -384,7 +403,7 @@ def test_taken_grpc_port_is_a_clear_startup_error():
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http", "http-upload"])
-def test_client_cli_writes_the_selection_locally(server, datasets, tmp_path, transport):
+def test_client_cli_writes_the_selection_locally(server, datasets, jobs, tmp_path, transport):
     from click.testing import CliRunner
 
     from services.cli import main
@@ -395,10 +414,15 @@ def test_client_cli_writes_the_selection_locally(server, datasets, tmp_path, tra
         args += ["--grpc", server.grpc_target]
     else:
         args += ["--http", server.url] + (["--upload"] if transport == "http-upload" else [])
+    before = set(jobs.iterdir())
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rows = _csv_rows(out.read_text())
     assert len(rows) == len(list((datasets / "real").rglob("*.*"))) and "kept of" in res.output
+    # the same command again resumes that job (here: finds it done) instead of starting another
+    made = set(jobs.iterdir()) - before
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and _csv_rows(out.read_text()) == rows and set(jobs.iterdir()) - before == made
     res = CliRunner().invoke(main, ["filter", "/etc", "--grpc", server.grpc_target, "--out", str(out)])
     assert res.exit_code != 0 and "PERMISSION_DENIED" in res.output
     if transport == "http":  # the job fails after its submit was accepted; the reason still shows

@@ -62,6 +62,7 @@ class ModelService:
         return {
             "ready": self.grpc.serving,
             "model": self.model.info,
+            "onnx_sha256": self.model.export.card.get("onnx_sha256"),  # which export exactly (job ids use it)
             "grpc": {"port": self.cfg.grpc_port, "serving": self.grpc.serving},
             "queue": {"images": self.model.batcher.queued, "limit": self.cfg.max_queue},
             "batching": {"max_batch_size": self.cfg.max_batch_size, "max_latency_ms": self.cfg.max_latency_ms,

@@ -77,9 +77,10 @@ def list_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def job_id_for(root: Path, threshold: float, model_sha: str) -> str:
-    """Deterministic: the same dataset, threshold and model resume the same job."""
-    return hashlib.sha256(f"{root}|{threshold:.6f}|{model_sha}".encode()).hexdigest()[:16]
+def job_id_for(source: Path | str, threshold: float, model_sha: str) -> str:
+    """Deterministic: the same dataset (a folder, or an archive by its hash), threshold and model
+    resume the same job."""
+    return hashlib.sha256(f"{source}|{threshold:.6f}|{model_sha}".encode()).hexdigest()[:16]
 
 
 def _decode(root: Path, file: str, height: int, width: int) -> np.ndarray | str:

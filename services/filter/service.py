@@ -11,6 +11,7 @@ FACEGEN_ALLOWED_ROOTS (os.pathsep-separated dataset folders), FACEGEN_JOBS_DIR.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -48,22 +49,35 @@ class FilterCore:
     async def score(self, batch: np.ndarray) -> np.ndarray:
         return (await self.model.infer(batch))["p_female"]
 
+    def job_id(self, source: Path | str, threshold: float) -> str:
+        """The default id of a job: the same source, threshold and model resume it."""
+        return job_id_for(source, threshold or DEFAULT_THRESHOLD, self.model.export.card["onnx_sha256"])
+
     def job(self, dataset: Path, threshold: float, job_id: str = "") -> DatasetJob:
+        job_id = check_job_id(job_id or self.job_id(dataset, threshold))
         threshold = DEFAULT_THRESHOLD if threshold == 0 else threshold
-        job_id = check_job_id(job_id or job_id_for(dataset, threshold, self.model.export.card["onnx_sha256"]))
         return DatasetJob(self.jobs_dir, job_id, dataset, threshold, self.job_chunk)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, job_id: str):
+        """Holds job `job_id` for one caller at a time; a second is refused (it may resubmit later),
+        since two runs of one job would write the same checkpoint and files."""
+        lock = self._job_locks.setdefault(job_id, asyncio.Lock())
+        if lock.locked():
+            raise BadRequest(f"job {job_id} is already running")
+        async with lock:
+            yield
 
     async def run_job(self, job: DatasetJob):
         """Decisions as they are made (one job id runs once at a time)."""
-        lock = self._job_locks.setdefault(job.job_id, asyncio.Lock())
-        if lock.locked():
-            raise BadRequest(f"job {job.job_id} is already running")
-        async with lock:
+        async with self.exclusive(job.job_id):
             async for d in job.run(self.score, self.model.height, self.model.width):
                 yield d
 
-    async def finish(self, job: DatasetJob) -> dict:
-        async for _ in self.run_job(job):
+    async def finish(self, job: DatasetJob, held: bool = False) -> dict:
+        """Runs `job` to the end; `held`: the caller already holds it (exclusive)."""
+        runs = job.run(self.score, self.model.height, self.model.width) if held else self.run_job(job)
+        async for _ in runs:
             pass
         return {"summary": job.result, "selection_csv": job.csv_path.read_text()}
 
@@ -88,6 +102,11 @@ class FilterServicer(rpc.FilterServiceServicer):
                     decision.p_female = d.p_female
                 yield pb.FilterDatasetEvent(decision=decision)
             yield pb.FilterDatasetEvent(summary=pb.Summary(**job.result))
+
+
+def _unpack(archive: Path, data: Path) -> None:
+    shutil.rmtree(data, ignore_errors=True)  # what an interrupted unpack left
+    extract_archive(archive, data)
 
 
 async def _classify_body(svc: FilterService, decoded: list[np.ndarray]) -> dict:
@@ -148,15 +167,22 @@ class FilterService(ModelService):
         bombs). Uploading the same archive again resumes its job."""
 
         async def work():
-            # checked before it names a folder to unpack into (and later delete)
-            jid = check_job_id(job_id or "upload-" + sha256_file(archive)[:16])
+            # Hashing and unpacking run in a thread: an archive of up to 4 GiB would otherwise
+            # stall this service's event loop, and with it every Classify of the pipeline.
+            # The job id is checked before it names a folder to unpack into (and later delete).
+            jid = check_job_id(job_id or "upload-" + self.core.job_id(
+                "archive:" + await asyncio.to_thread(sha256_file, archive), threshold))
             data = self.core.jobs_dir / jid / "data"
-            if not (data.parent / "unpacked").exists():
-                shutil.rmtree(data, ignore_errors=True)
-                extract_archive(archive, data)
-                (data.parent / "unpacked").touch()
-            result = await self.core.finish(self.core.job(archive_root(data.resolve()), threshold, jid))
-            shutil.rmtree(data, ignore_errors=True)  # the CSV and the checkpoint stay
+            unpacked = data.parent / "unpacked"
+            async with self.core.exclusive(jid):  # a second upload must not unpack over a running job
+                if not unpacked.exists():
+                    await asyncio.to_thread(_unpack, archive, data)
+                    unpacked.touch()
+                result = await self.core.finish(self.core.job(archive_root(data.resolve()), threshold, jid), held=True)
+                # the CSV and the checkpoint stay: an upload of the same archive unpacks it again
+                # and finds every file decided
+                unpacked.unlink()
+                await asyncio.to_thread(shutil.rmtree, data, True)
             return result
 
         return await http_call(self.model.metrics, "filter_archive", work)
