@@ -127,8 +127,10 @@ class DatasetJob:
     async def run(self, score: Score, height: int, width: int) -> AsyncIterator[Decision]:
         """Yield a Decision per file not yet decided, checkpointing each chunk; then write the CSV
         and keep its summary in `self.result`."""
-        files = list_files(self.root)
-        done = self.done()
+        # listing, reading the checkpoint and writing the CSV touch every file of a set that may
+        # hold 200,000: in threads, so the service's event loop keeps answering meanwhile
+        files = await asyncio.to_thread(list_files, self.root)
+        done = await asyncio.to_thread(self.done)
         todo = [f for f in files if f not in done]
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(2, thread_name_prefix="decode") as pool, self.checkpoint.open("a") as ck:
@@ -151,7 +153,7 @@ class DatasetJob:
                 os.fsync(ck.fileno())
                 for d in batch:
                     yield d
-        self.result = self.write_csv(files)
+        self.result = await asyncio.to_thread(self.write_csv, files)
 
     def _decide(self, file: str, p: float | None, decoded) -> Decision:
         if p is None:
