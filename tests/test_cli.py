@@ -70,3 +70,27 @@ def test_samples_and_inspect(tmp_path, synth_root):
     assert res.exit_code == 0 and "folders dataset" in res.output
     res = runner.invoke(main, ["inspect", str(tmp_path)])
     assert res.exit_code != 0 and "unrecognised dataset layout" in res.output
+
+
+def test_hand_labels_sheet_for_a_celeba_set(tmp_path, synth_root):
+    """CelebA has no hand labels: the sheet lists the first N female images by file name with the
+    coarse conditions CelebA knows, and the attribute command points to it."""
+    from tests.test_layouts import _celeba
+
+    names = _celeba(tmp_path / "celeba", synth_root)  # female: the first only (the rest have Male=1)
+    data = tmp_path / "celeba"
+    runner = CliRunner()
+    res = runner.invoke(main, ["attributes", "--data", str(data), "--preset", "tiny", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 1 and "facegen-train hand-labels" in res.output, res.output
+    res = runner.invoke(main, ["hand-labels", "--data", str(data), "--n", "10"])
+    assert res.exit_code == 0 and "to fill in: background, head" in res.output, res.output
+    rows = list(csv.DictReader((data / "hand_labels_todo.csv").open()))
+    assert [r["file"] for r in rows] == [f"img_align_celeba/{names[0]}"]
+    assert rows[0]["mouth"] and rows[0]["eyes"] and rows[0]["background"] == rows[0]["head"] == ""
+    # the unfilled sheet is refused with its line; a filled one trains
+    res = runner.invoke(main, ["attributes", "--data", str(data), "--hand-labels", str(data / "hand_labels_todo.csv"),
+                               "--preset", "tiny", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 1 and "hand_labels_todo.csv:2" in res.output, res.output
+    (data / "hand_labels.csv").write_text("file,eyes,mouth,hair_color,background,head\nmine,0,0,0,0,0\n")
+    res = runner.invoke(main, ["hand-labels", "--data", str(data), "--out", str(data / "hand_labels.csv")])
+    assert res.exit_code == 1 and "exists" in res.output and "mine" in (data / "hand_labels.csv").read_text()

@@ -1,4 +1,5 @@
-"""`facegen-train attributes` (train + evaluate + export) and `facegen-train label`."""
+"""`facegen-train attributes` (train + evaluate + export), `facegen-train label`, and
+`facegen-train hand-labels` (which images to label by hand, with what the dataset already knows)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def attributes_cmd(data, hand_labels, preset, overrides, out, export_dir) -> Non
     from training.run_state import RunFolder
     from training.train_attributes import TRAIN_PRESETS, load_labelled, outside_files, report, split, train
 
+    if hand_labels is None and not (data / "hand_labels.csv").exists():
+        raise click.ClickException(
+            f"{data / 'hand_labels.csv'} not found: the attribute model trains on hand labels only. "
+            f"`facegen-train hand-labels --data {data}` lists the images to label (the first 1000 female "
+            "by file name) with what the dataset already knows filled in; fill the blanks and save it "
+            "as hand_labels.csv, or pass --hand-labels FILE")
     try:
         cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
         run = RunFolder(out, cfg)
@@ -89,3 +96,34 @@ def label_cmd(data, selection, model_dir, out) -> None:
     out = out or data / "conditions.csv"
     write(out, rows)
     click.echo(f"wrote {out}: {len(rows)} images labelled ({len(problems)} skipped)")
+
+
+@click.command("hand-labels")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--n", type=click.IntRange(min=1), default=1000, show_default=True, help="images to label")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="default: <data>/hand_labels_todo.csv (never overwrites hand_labels.csv)")
+def hand_labels_cmd(data, n, out) -> None:
+    """Write the hand-labelling sheet: the first N female images by file name, one row each, with
+    the conditions the dataset already knows (CelebA's coarse eyes, mouth and hair colour) filled
+    in and the rest blank. Fill the blanks with values in [0, 1] and save it as hand_labels.csv."""
+    import csv
+
+    from training.data.conditions import CONDITIONS
+    from training.data.labels import first_n_female
+
+    ds = _open(data)
+    known = {r.file: r.conditions for r in ds.labelled if r.female}
+    files = first_n_female(known, n)
+    if not files:
+        raise click.ClickException(f"{data}: no female-labelled images to label")
+    out = out or data / "hand_labels_todo.csv"
+    if out.resolve() == (data / "hand_labels.csv").resolve() and out.exists():
+        raise click.ClickException(f"{out} exists: it holds someone's labels; write the sheet elsewhere")
+    with out.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", *CONDITIONS])
+        for f in files:
+            w.writerow([f, *(f"{known[f][c]:.6f}" if c in known[f] else "" for c in CONDITIONS)])
+    blank = [c for c in CONDITIONS if any(c not in known[f] for f in files)]
+    click.echo(f"wrote {out}: {len(files)} images; to fill in: {', '.join(blank) or 'nothing'}")
