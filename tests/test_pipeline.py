@@ -62,6 +62,22 @@ def test_generate_is_deterministic_on_both_transports(stack):
         assert f["measured"]["eyes"] == pytest.approx(g.measured.eyes, abs=1e-6)
 
 
+def test_concurrent_requests_get_their_own_faces(stack):
+    """Concurrent single-face requests share calls to the critic and the checkers
+    (services/pipeline/coalesce.py): each must still get exactly the face and figures it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stub = _stub(stack)
+    requests = [_request(count=1, seed=100 + i, oversample=1) for i in range(12)]
+    alone = [stub.Generate(r, timeout=60).faces[0] for r in requests]
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(lambda r: stub.Generate(r, timeout=60).faces[0], requests))
+    for a, t in zip(alone, together, strict=True):
+        assert t.png == a.png and t.seed == a.seed
+        assert t.realness_after == pytest.approx(a.realness_after, abs=1e-6)
+        assert t.measured.mouth == pytest.approx(a.measured.mouth, abs=1e-6) and t.p_female == pytest.approx(a.p_female, abs=1e-6)
+
+
 def test_requested_conditions_are_honoured(stack):
     """Background (the condition the shipped generator follows best) moves with the request, and
     the mean error stays within the generator's measured fidelity (its card) plus a margin."""

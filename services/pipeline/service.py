@@ -43,6 +43,9 @@ class PipelineConfig:
     max_faces: int = 256
     max_oversample: int = 8
     stream_chunk: int = 4  # faces per round trip of GenerateStream
+    # concurrent small requests share a call to the critic, attributes and filter while this many
+    # of a kind are in flight (0 = each request calls alone): services/pipeline/coalesce.py
+    coalesce: int = 1
 
 
 def _conditions(v) -> dict[str, float]:
@@ -170,7 +173,8 @@ class GenerationService:
     async def start(self) -> None:
         # channels belong to the worker's event loop, so they are made here rather than in __init__
         self.upstreams = Upstreams({"sampler": self.cfg.sampler, "critic": self.cfg.critic,
-                                    "attributes": self.cfg.attributes, "filter": self.cfg.filter})
+                                    "attributes": self.cfg.attributes, "filter": self.cfg.filter},
+                                   coalesce=self.cfg.coalesce)
         self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s, encode_pngs)
         await self.grpc.start()
 

@@ -19,6 +19,7 @@ import numpy as np
 from services.core.errors import BadRequest, UpstreamUnavailable
 from services.core.grpc_server import MAX_MESSAGE_BYTES
 from services.core.proto import pb, rpc
+from services.pipeline.coalesce import Coalescer
 
 RETRY_POLICY = {
     "maxAttempts": 3,
@@ -46,9 +47,9 @@ UNAVAILABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEE
                      grpc.StatusCode.INTERNAL}
 
 
-def raw(images: np.ndarray) -> list:
-    h, w = images.shape[1:3]
-    return [pb.Image(raw=pb.RawImage(pixels=x.tobytes(), height=h, width=w)) for x in images]
+def raw(images) -> list:
+    """HWC uint8 images (an array or a list of them) as raw proto images."""
+    return [pb.Image(raw=pb.RawImage(pixels=x.tobytes(), height=x.shape[0], width=x.shape[1])) for x in images]
 
 
 def from_raw(msg) -> np.ndarray:
@@ -67,13 +68,18 @@ def _realness(msg) -> Realness:
 
 
 class Upstreams:
-    def __init__(self, targets: dict[str, str]) -> None:
+    def __init__(self, targets: dict[str, str], coalesce: int = 0) -> None:
+        """coalesce: merge concurrent Retouch / Score / Infer / Classify calls while this many of
+        a kind are in flight (services/pipeline/coalesce.py); 0 = every request calls alone."""
         self.targets = targets
         self.channels = {name: grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for name, t in targets.items()}
         self.sampler = rpc.SamplerServiceStub(self.channels["sampler"])
         self.critic = rpc.CriticServiceStub(self.channels["critic"])
         self.attributes = rpc.AttributeServiceStub(self.channels["attributes"])
         self.filter = rpc.FilterServiceStub(self.channels["filter"])
+        wrap = (lambda send: Coalescer(send, max_in_flight=coalesce)) if coalesce else (lambda send: send)
+        self._retouch, self._score = wrap(self._retouch_rows), wrap(self._score_rows)
+        self._infer, self._classify = wrap(self._infer_rows), wrap(self._classify_rows)
 
     async def close(self) -> None:
         for ch in self.channels.values():
@@ -94,19 +100,39 @@ class Upstreams:
         resp = await self._call("sampler", self.sampler.Sample, req, timeout)
         return np.stack([from_raw(f.raw) for f in resp.faces])
 
-    async def retouch(self, images: np.ndarray, timeout: float) -> tuple[np.ndarray, list[Realness], list[Realness]]:
+    # One result row per image, so that concurrent callers' images can share one call.
+    async def _retouch_rows(self, images, timeout: float) -> list:
         resp = await self._call("critic", self.critic.Retouch, pb.RetouchRequest(images=raw(images), raw_output=True), timeout)
-        return (np.stack([from_raw(f.image.raw) for f in resp.faces]), [_realness(f.before) for f in resp.faces],
-                [_realness(f.after) for f in resp.faces])
+        return list(resp.faces)
+
+    async def _score_rows(self, images, timeout: float) -> list:
+        return list((await self._call("critic", self.critic.Score, pb.ScoreRequest(images=raw(images)), timeout)).scores)
+
+    async def _infer_rows(self, images, timeout: float) -> list:
+        resp = await self._call("attributes", self.attributes.Infer, pb.InferRequest(images=raw(images)), timeout)
+        return list(resp.conditions)
+
+    async def _classify_rows(self, images, timeout: float) -> list:
+        resp = await self._call("filter", self.filter.Classify, pb.ClassifyRequest(images=raw(images)), timeout)
+        return list(resp.p_female)
+
+    async def _rows(self, service: str, send, images: np.ndarray, timeout: float) -> list:
+        try:
+            return await send(list(images), timeout)
+        except TimeoutError:  # ran out of time waiting to share a call
+            raise UpstreamUnavailable(service, f"DEADLINE_EXCEEDED waiting for {self.targets[service]}") from None
+
+    async def retouch(self, images: np.ndarray, timeout: float) -> tuple[np.ndarray, list[Realness], list[Realness]]:
+        faces = await self._rows("critic", self._retouch, images, timeout)
+        return (np.stack([from_raw(f.image.raw) for f in faces]), [_realness(f.before) for f in faces],
+                [_realness(f.after) for f in faces])
 
     async def score(self, images: np.ndarray, timeout: float) -> list[Realness]:
-        resp = await self._call("critic", self.critic.Score, pb.ScoreRequest(images=raw(images)), timeout)
-        return [_realness(s) for s in resp.scores]
+        return [_realness(s) for s in await self._rows("critic", self._score, images, timeout)]
 
     async def measure(self, images: np.ndarray, names: list[str], timeout: float) -> np.ndarray:
-        resp = await self._call("attributes", self.attributes.Infer, pb.InferRequest(images=raw(images)), timeout)
-        return np.array([[getattr(c, n) for n in names] for c in resp.conditions], np.float32)
+        rows = await self._rows("attributes", self._infer, images, timeout)
+        return np.array([[getattr(c, n) for n in names] for c in rows], np.float32)
 
     async def p_female(self, images: np.ndarray, timeout: float) -> np.ndarray:
-        resp = await self._call("filter", self.filter.Classify, pb.ClassifyRequest(images=raw(images)), timeout)
-        return np.asarray(resp.p_female, np.float32)
+        return np.asarray(await self._rows("filter", self._classify, images, timeout), np.float32)
