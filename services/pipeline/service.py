@@ -5,7 +5,7 @@ Generate, GenerateStream) and HTTP (POST /generate), calling the four model serv
 
 Settings (env, FACEGEN_PIPELINE_<NAME> or FACEGEN_<NAME>): SAMPLER / CRITIC / ATTRIBUTES /
 FILTER (host:port of each service's gRPC endpoint), GRPC_PORT, TIMEOUT_S, MAX_FACES,
-MAX_OVERSAMPLE, STREAM_CHUNK.
+MAX_OVERSAMPLE, STREAM_CHUNK, COALESCE.
 """
 
 from __future__ import annotations
