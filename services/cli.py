@@ -109,17 +109,19 @@ def _http_job_id(client, url: str, dataset: Path, threshold: float, upload: bool
     """The job's id, derived so that rerunning the same command resumes the job (the progress bar
     needs an id before the server would pick one): from the folder (its path on the server, or
     for --upload what its files are), the threshold and the server's model."""
+    from services.filter.jobs import job_id_for
+
     try:
         model = client.get(f"{url}/v1/status").json().get("onnx_sha256") or ""
     except ValueError:  # not JSON: an older server; the id then leaves the model out
         model = ""
     if upload:
-        listing = sorted((p.relative_to(dataset).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in dataset.rglob("*") if p.is_file())
+        listing = sorted((p.relative_to(dataset).as_posix(), st.st_size, st.st_mtime_ns)
+                         for p in dataset.rglob("*") if p.is_file() for st in [p.stat()])
         source = "upload:" + hashlib.sha256(repr(listing).encode()).hexdigest()
     else:
         source = str(dataset.resolve())
-    return "cli-" + hashlib.sha256(f"{source}|{threshold:.6f}|{model}".encode()).hexdigest()[:16]
+    return "cli-" + job_id_for(source, threshold, model)
 
 
 def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload: bool, bar):

@@ -54,9 +54,14 @@ def resolve_dataset(path: str, allowed_roots: list[Path]) -> Path:
     return real
 
 
+def is_job_id(job_id: str) -> bool:
+    """Whether `job_id` is safe as one folder name under the jobs folder (no separators, no "..")."""
+    return job_id.replace("-", "").replace("_", "").isalnum() and len(job_id) <= 64
+
+
 def check_job_id(job_id: str) -> str:
-    """`job_id` if it is safe as one folder name under the jobs folder (no separators, no "..")."""
-    if not job_id.replace("-", "").replace("_", "").isalnum() or len(job_id) > 64:
+    """`job_id` if is_job_id, else BadRequest."""
+    if not is_job_id(job_id):
         raise BadRequest(f"job_id may hold letters, digits, '-' and '_' only (at most 64), got {job_id[:80]!r}")
     return job_id
 

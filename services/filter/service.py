@@ -26,7 +26,7 @@ from services.core.errors import BadRequest
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, decode_proto_image, grpc_call, http_call, remaining
-from services.filter.jobs import DatasetJob, archive_root, check_job_id, extract_archive, job_id_for, resolve_dataset
+from services.filter.jobs import DatasetJob, archive_root, check_job_id, extract_archive, is_job_id, job_id_for, resolve_dataset
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -55,8 +55,7 @@ class FilterCore:
 
     def job(self, dataset: Path, threshold: float, job_id: str = "") -> DatasetJob:
         job_id = check_job_id(job_id or self.job_id(dataset, threshold))
-        threshold = DEFAULT_THRESHOLD if threshold == 0 else threshold
-        return DatasetJob(self.jobs_dir, job_id, dataset, threshold, self.job_chunk)
+        return DatasetJob(self.jobs_dir, job_id, dataset, threshold or DEFAULT_THRESHOLD, self.job_chunk)
 
     @contextlib.asynccontextmanager
     async def exclusive(self, job_id: str):
@@ -68,16 +67,13 @@ class FilterCore:
         async with lock:
             yield
 
-    async def run_job(self, job: DatasetJob):
-        """Decisions as they are made (one job id runs once at a time)."""
-        async with self.exclusive(job.job_id):
-            async for d in job.run(self.score, self.model.height, self.model.width):
-                yield d
+    def run_job(self, job: DatasetJob):
+        """Decisions as they are made; the caller holds exclusive(job.job_id)."""
+        return job.run(self.score, self.model.height, self.model.width)
 
-    async def finish(self, job: DatasetJob, held: bool = False) -> dict:
-        """Runs `job` to the end; `held`: the caller already holds it (exclusive)."""
-        runs = job.run(self.score, self.model.height, self.model.width) if held else self.run_job(job)
-        async for _ in runs:
+    async def finish(self, job: DatasetJob) -> dict:
+        """Runs `job` to the end; the caller holds exclusive(job.job_id)."""
+        async for _ in self.run_job(job):
             pass
         return {"summary": job.result, "selection_csv": job.csv_path.read_text()}
 
@@ -96,11 +92,12 @@ class FilterServicer(rpc.FilterServiceServicer):
         async with grpc_call(self.core.model.metrics, "FilterDataset", context):
             root = resolve_dataset(request.dataset, self.core.allowed_roots)
             job = self.core.job(root, request.threshold, request.job_id)
-            async for d in self.core.run_job(job):
-                decision = pb.Decision(file=d.file, kept=d.kept, reason=d.reason)
-                if d.p_female is not None:
-                    decision.p_female = d.p_female
-                yield pb.FilterDatasetEvent(decision=decision)
+            async with self.core.exclusive(job.job_id):
+                async for d in self.core.run_job(job):
+                    decision = pb.Decision(file=d.file, kept=d.kept, reason=d.reason)
+                    if d.p_female is not None:
+                        decision.p_female = d.p_female
+                    yield pb.FilterDatasetEvent(decision=decision)
             yield pb.FilterDatasetEvent(summary=pb.Summary(**job.result))
 
 
@@ -154,8 +151,9 @@ class FilterService(ModelService):
         and selection.csv; resubmitting the same dataset and threshold resumes an interrupted job."""
 
         async def work():
-            root = resolve_dataset(dataset, self.core.allowed_roots)
-            return await self.core.finish(self.core.job(root, threshold, job_id))
+            job = self.core.job(resolve_dataset(dataset, self.core.allowed_roots), threshold, job_id)
+            async with self.core.exclusive(job.job_id):
+                return await self.core.finish(job)
 
         # a task's failure is stored as its response: mapped here, GET /filter_dataset/get answers
         # 4xx with the message (a bad path, a folder outside the allowed roots), not a bare 500
@@ -178,7 +176,7 @@ class FilterService(ModelService):
                 if not unpacked.exists():
                     await asyncio.to_thread(_unpack, archive, data)
                     unpacked.touch()
-                result = await self.core.finish(self.core.job(archive_root(data.resolve()), threshold, jid), held=True)
+                result = await self.core.finish(self.core.job(archive_root(data.resolve()), threshold, jid))
                 # the CSV and the checkpoint stay: an upload of the same archive unpacks it again
                 # and finds every file decided
                 unpacked.unlink()
@@ -191,7 +189,7 @@ class FilterService(ModelService):
     def job_progress(self, job_id: str) -> dict:
         """Progress of a dataset job: files decided so far of the total."""
         path = self.core.jobs_dir / job_id / "job.json"
-        if not job_id.replace("-", "").replace("_", "").isalnum() or not path.exists():
+        if not is_job_id(job_id) or not path.exists():
             raise bentoml.exceptions.NotFound(f"no job {job_id!r}")
         meta = json.loads(path.read_text())
         job = DatasetJob(self.core.jobs_dir, job_id, Path(meta["dataset"]), meta["threshold"])
