@@ -107,10 +107,8 @@ def hand_labels_cmd(data, n, out) -> None:
     """Write the hand-labelling sheet: the first N female images by file name, one row each, with
     the conditions the dataset already knows (CelebA's coarse eyes, mouth and hair colour) filled
     in and the rest blank. Fill the blanks with values in [0, 1] and save it as hand_labels.csv."""
-    import csv
-
     from training.data.conditions import CONDITIONS
-    from training.data.labels import first_n_female
+    from training.data.labels import first_n_female, write_conditions_csv
 
     ds = _open(data)
     known = {r.file: r.conditions for r in ds.labelled if r.female}
@@ -120,10 +118,6 @@ def hand_labels_cmd(data, n, out) -> None:
     out = out or data / "hand_labels_todo.csv"
     if out.resolve() == (data / "hand_labels.csv").resolve() and out.exists():
         raise click.ClickException(f"{out} exists: it holds someone's labels; write the sheet elsewhere")
-    with out.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", *CONDITIONS])
-        for f in files:
-            w.writerow([f, *(f"{known[f][c]:.6f}" if c in known[f] else "" for c in CONDITIONS)])
+    write_conditions_csv(out, {f: {c: known[f].get(c, "") for c in CONDITIONS} for f in files})  # "": to fill in
     blank = [c for c in CONDITIONS if any(c not in known[f] for f in files)]
     click.echo(f"wrote {out}: {len(files)} images; to fill in: {', '.join(blank) or 'nothing'}")
