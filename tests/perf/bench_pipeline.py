@@ -31,7 +31,7 @@ import multiprocessing as mp
 import time
 
 import numpy as np
-from timing import closed_loop, rate_and_cpu  # tests/perf/timing.py (the script's folder is on sys.path)
+from timing import amedian_ms, closed_loop, rate_and_cpu  # tests/perf/timing.py (the script's folder is on sys.path)
 
 from tests import servers
 
@@ -133,13 +133,7 @@ def round_trip_ms(target: str, calls: int = 300) -> float:
     async def run() -> float:
         async with grpc.aio.insecure_channel(target) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
-            times = []
-            for i in range(calls + 20):
-                t0 = time.perf_counter()
-                await stub.Check(health_pb2.HealthCheckRequest())
-                if i >= 20:
-                    times.append(time.perf_counter() - t0)
-        return float(np.median(times)) * 1000
+            return await amedian_ms(lambda: stub.Check(health_pb2.HealthCheckRequest()), calls)
 
     return asyncio.run(run())
 

@@ -25,10 +25,10 @@ from PIL import Image
 
 from services.core.exports import load_session, run_images
 from training.calibration import ece, roc_auc
+from training.data.conditions import CONDITIONS
 from training.data.dataset import open_dataset
 from training.train_filter import TRAIN_PRESETS, load_splits
 
-CONDITIONS = ("eyes", "mouth", "hair_color", "background", "head")
 REPO = Path(__file__).resolve().parents[2]
 
 

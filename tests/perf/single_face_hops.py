@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
-import time
 
 import grpc
 import numpy as np
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from timing import amedian_ms, median_ms  # tests/perf/timing.py (the script's folder is on sys.path)
 
 from services.core.exports import load_session
 from services.core.proto import pb, rpc
@@ -50,26 +49,8 @@ def in_process(image: np.ndarray, calls: int) -> dict[str, float]:
     for m in MODELS:
         session = load_session(servers.REPO / "exports" / m / "1")[1]
         feeds = feeds_for(session, image)
-        for _ in range(20):
-            session.run(None, feeds)
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            session.run(None, feeds)
-            times.append(time.perf_counter() - t0)
-        out[m] = statistics.median(times) * 1e3
+        out[m] = median_ms(lambda s=session, f=feeds: s.run(None, f), calls)
     return out
-
-
-async def p50_ms(call, calls: int) -> float:
-    for _ in range(20):
-        await call()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 async def over_grpc(stack: dict, image: np.ndarray, calls: int) -> None:
@@ -86,8 +67,8 @@ async def over_grpc(stack: dict, image: np.ndarray, calls: int) -> None:
     }
     for name, call in requests.items():
         health = health_pb2_grpc.HealthStub(ch[name])
-        rtt = await p50_ms(lambda h=health: h.Check(health_pb2.HealthCheckRequest()), calls)
-        print(f"  {name:10s} one face {await p50_ms(call, calls):6.2f} ms   bare round trip {rtt:5.2f} ms")
+        rtt = await amedian_ms(lambda h=health: h.Check(health_pb2.HealthCheckRequest()), calls)
+        print(f"  {name:10s} one face {await amedian_ms(call, calls):6.2f} ms   bare round trip {rtt:5.2f} ms")
     for c in ch.values():
         await c.close()
 

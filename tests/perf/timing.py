@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,30 @@ def rate_and_cpu(fn: Callable[[], object], batch: int, seconds: float = 3.0) -> 
 def rate(fn: Callable[[], object], batch: int, seconds: float = 3.0) -> float:
     """Items per second of `fn` processing `batch` items per call (one warm-up call first)."""
     return rate_and_cpu(fn, batch, seconds)[0]
+
+
+def median_ms(fn: Callable[[], object], calls: int, warmup: int = 20) -> float:
+    """Median latency (ms) of `fn` over `calls` calls, one at a time, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+async def amedian_ms(call: Callable[[], Awaitable[object]], calls: int, warmup: int = 20) -> float:
+    """median_ms for an async call."""
+    for _ in range(warmup):
+        await call()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
 
 
 async def closed_loop(send: Callable[[int, int], Awaitable[bool]], concurrency: int,
