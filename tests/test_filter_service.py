@@ -165,10 +165,8 @@ def test_dataset_outside_allowed_roots_is_refused(server, stub, tmp_path):
     with pytest.raises(grpc.RpcError) as err:
         list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(tmp_path)), timeout=30))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "allowed" in err.value.details()
-    r = httpx.post(f"{server.url}/filter_dataset/submit", json={"dataset": "/etc"})
-    task = r.json()["task_id"]
-    assert _wait_task(server, task) == "failed"
-    result = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": task})
+    status, result = _task(server, "filter_dataset", dataset="/etc")
+    assert status == "failed"
     assert result.status_code == 403 and "allowed" in result.json()["error"], result.text
 
 
@@ -178,9 +176,8 @@ def test_http_task_failures_say_what_was_wrong(server, datasets, jobs, tmp_path)
              ({"dataset": str(datasets / "real"), "threshold": 1.5}, 400, "threshold"),
              ({"dataset": str(datasets / "real"), "job_id": "../escape"}, 400, "job_id")]
     for body, status, words in cases:
-        task = httpx.post(f"{server.url}/filter_dataset/submit", json=body).json()["task_id"]
-        assert _wait_task(server, task) == "failed", body
-        result = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": task})
+        got, result = _task(server, "filter_dataset", **body)
+        assert got == "failed", body
         assert result.status_code == status and words in result.json()["error"], (body, result.text)
     # an uploaded archive's job_id names the folder it is unpacked into (and later removed from)
     archive = tmp_path / "ds.zip"
@@ -190,13 +187,23 @@ def test_http_task_failures_say_what_was_wrong(server, datasets, jobs, tmp_path)
     victim.mkdir(parents=True)
     (victim / "keep.txt").write_text("mine")
     escape = os.path.relpath(victim.parent, jobs)
-    with archive.open("rb") as fh:
-        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("ds.zip", fh)}, data={"job_id": escape})
-    task = r.json()["task_id"]
-    assert _wait_task(server, task, "filter_archive") == "failed"
-    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task})
+    status, result = _task(server, "filter_archive", archive, job_id=escape)
+    assert status == "failed"
     assert result.status_code == 400 and "job_id" in result.json()["error"], result.text
     assert (victim / "keep.txt").read_text() == "mine" and not (victim / "Female").exists()
+
+
+def _task(server, endpoint: str, archive: Path | None = None, **fields) -> tuple[str, httpx.Response]:
+    """Submit a dataset task — `fields` as its JSON body, or with an archive upload as form
+    fields — and wait for it: its final status and the response of GET /<endpoint>/get."""
+    if archive is None:
+        r = httpx.post(f"{server.url}/{endpoint}/submit", json=fields)
+    else:
+        with archive.open("rb") as fh:
+            r = httpx.post(f"{server.url}/{endpoint}/submit", files={"archive": (archive.name, fh)}, data=fields)
+    task = r.json()["task_id"]
+    status = _wait_task(server, task, endpoint)
+    return status, httpx.get(f"{server.url}/{endpoint}/get", params={"task_id": task})
 
 
 def _wait_task(server, task_id: str, endpoint: str = "filter_dataset", timeout: float = 120) -> str:
@@ -229,10 +236,9 @@ def test_grpc_dataset_stream_with_corrupt_files(stub, datasets):
 
 
 def test_http_task_filters_a_folder_and_an_uploaded_archive(server, datasets, tmp_path):
-    r = httpx.post(f"{server.url}/filter_dataset/submit", json={"dataset": str(datasets / "real"), "threshold": 0.9})
-    task = r.json()["task_id"]
-    assert _wait_task(server, task) == "completed"
-    result = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": task}).json()
+    status, result = _task(server, "filter_dataset", dataset=str(datasets / "real"), threshold=0.9)
+    assert status == "completed"
+    result = result.json()
     rows = _csv_rows(result["selection_csv"])
     assert len(rows) == result["summary"]["total"] == len(list((datasets / "real").rglob("*.*")))
     progress = httpx.post(f"{server.url}/job_progress", json={"job_id": result["summary"]["job_id"]}).json()
@@ -242,12 +248,8 @@ def test_http_task_filters_a_folder_and_an_uploaded_archive(server, datasets, tm
     with zipfile.ZipFile(archive, "w") as zf:
         for f in _files(datasets / "synth" / "Female", 5):
             zf.write(f, f"Female/{f.name}")
-    with archive.open("rb") as fh:
-        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("ds.zip", fh)}, data={"threshold": "0.5"})
-    task = r.json()["task_id"]
-    assert _wait_task(server, task, "filter_archive") == "completed"
-    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task}).json()
-    assert result["summary"]["total"] == 5
+    status, result = _task(server, "filter_archive", archive, threshold="0.5")
+    assert status == "completed" and result.json()["summary"]["total"] == 5
 
 
 def test_uploading_a_finished_archive_again_gives_its_result_again(server, datasets, tmp_path):
@@ -259,11 +261,9 @@ def test_uploading_a_finished_archive_again_gives_its_result_again(server, datas
             zf.write(f, f"unlabeled/{f.name}")
     results = []
     for _ in range(2):
-        with archive.open("rb") as fh:
-            r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("again.zip", fh)})
-        task = r.json()["task_id"]
-        assert _wait_task(server, task, "filter_archive") == "completed"
-        results.append(httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task}).json())
+        status, result = _task(server, "filter_archive", archive)
+        assert status == "completed"
+        results.append(result.json())
     assert results[0]["summary"]["total"] == results[1]["summary"]["total"] == 4
     assert results[1]["selection_csv"] == results[0]["selection_csv"]
     assert len(_csv_rows(Path(results[1]["summary"]["selection_csv"]).read_text())) == 4
@@ -277,11 +277,9 @@ def test_an_archive_of_a_folder_keeps_its_layout(server, datasets, tmp_path):
         for f in female + male:
             zf.write(f, f"myset/{f.parent.name}/{f.name}")
         zf.writestr("__MACOSX/myset/._junk", b"resource fork")
-    with archive.open("rb") as fh:
-        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("myset.zip", fh)}, data={"threshold": "0.5"})
-    task = r.json()["task_id"]
-    assert _wait_task(server, task, "filter_archive") == "completed"
-    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": task}).json()
+    status, result = _task(server, "filter_archive", archive, threshold="0.5")
+    assert status == "completed"
+    result = result.json()
     assert result["summary"]["total"] == 5 and result["summary"]["male_folder"] == 2, result["summary"]
     rows = _csv_rows(result["selection_csv"])
     assert sorted(r["file"] for r in rows) == sorted(f"{f.parent.name}/{f.name}" for f in female + male)
@@ -304,10 +302,8 @@ def test_malicious_archives_are_refused(server, tmp_path, kind):
     with pytest.raises(BadRequest, match="traversal|link"):
         extract_archive(archive, tmp_path / "out")
     assert not (tmp_path.parent / "outside.png").exists()
-    with archive.open("rb") as fh:
-        r = httpx.post(f"{server.url}/filter_archive/submit", files={"archive": ("evil", fh)})
-    assert _wait_task(server, r.json()["task_id"], "filter_archive") == "failed"
-    result = httpx.get(f"{server.url}/filter_archive/get", params={"task_id": r.json()["task_id"]})
+    status, result = _task(server, "filter_archive", archive)
+    assert status == "failed"
     assert result.status_code == 400 and re.search("traversal|link", result.json()["error"]), result.text
 
 
