@@ -197,7 +197,7 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
     saliencies are combined) is needed when cfg.condition_weight > 0 or cfg.detail_weight > 0."""
     judges = as_judges(attributes)
     if cfg.needs_judges and not judges:
-        raise ValueError("condition_weight > 0 and detail_weight > 0 need the attribute model (--attributes-run)")
+        raise ValueError("condition_weight > 0 or detail_weight > 0 needs the attribute model (--attributes-run)")
     torch.manual_seed(cfg.seed)
     model = AttributeGenerator(cfg.model)
     ema = EMA(model, cfg.ema_decay)
