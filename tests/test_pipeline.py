@@ -134,10 +134,15 @@ def test_bad_requests_get_invalid_argument(stack, change, needle):
 
 def test_bad_http_requests_get_400(stack):
     url = f"{stack['pipeline'].url}/generate"
-    for body in ({"conditions": {"eyes": 1.5}}, {"conditions": {"head": {"min": 0.9, "max": 0.1}}},
-                 {"conditions": {"nose": 0.5}}, {"count": 100000}):
+    # the message names what was wrong, and only that: a bad range is not also "not a number"
+    for body, needle in (({"conditions": {"eyes": 1.5}}, "less than or equal to 1"),
+                         ({"conditions": {"head": {"min": 0.9, "max": 0.1}}}, "range min 0.9 is above max 0.1"),
+                         ({"conditions": {"mouth": {"min": 0.2}}}, "max"),
+                         ({"conditions": {"nose": 0.5}}, "nose"), ({"count": 100000}, "count")):
         r = httpx.post(url, json=body, timeout=30)
         assert r.status_code == 400, (body, r.status_code, r.text)
+        assert needle in r.text, (body, r.text)
+        assert len(r.json()["detail"]) == 1, (body, r.text)
 
 
 def test_client_cli_writes_a_grid_and_a_report_on_both_transports(stack, tmp_path):

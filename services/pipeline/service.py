@@ -19,7 +19,7 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from services.core import images as imgs
 from services.core.bento import INSTANCES, port_check, status_app
@@ -143,15 +143,24 @@ class RangeIn(BaseModel):
         return self
 
 
+def _kind(v) -> str:
+    return "range" if isinstance(v, dict | RangeIn) else "value"
+
+
+# The shape of the JSON picks the branch, so a bad range is reported as a bad range alone (not
+# also as "Input should be a valid number"), and a bad number as a bad number.
+Wanted = Annotated[Annotated[Unit, Tag("value")] | Annotated[RangeIn, Tag("range")], Discriminator(_kind)] | None
+
+
 class ConditionsIn(BaseModel):
     """Each condition: a number in [0, 1], {"min", "max"}, or null / left out for uniform in [0, 1]."""
 
     model_config = {"extra": "forbid"}
-    eyes: Unit | RangeIn | None = None
-    mouth: Unit | RangeIn | None = None
-    hair_color: Unit | RangeIn | None = None
-    background: Unit | RangeIn | None = None
-    head: Unit | RangeIn | None = None
+    eyes: Wanted = None
+    mouth: Wanted = None
+    hair_color: Wanted = None
+    background: Wanted = None
+    head: Wanted = None
 
 
 @bentoml.asgi_app(status_app("pipeline"), path="/v1")
