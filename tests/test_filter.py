@@ -86,6 +86,14 @@ def test_interrupted_run_resumes_to_the_same_weights(splits, tmp_path):
         RunFolder(tmp_path / "b", config_io.override(cfg, {"lr": 0.1}))
 
 
+def test_a_run_that_never_trained_takes_a_new_config(tmp_path):
+    # the first start failed before any checkpoint (e.g. a wrong --data): nothing to mix with
+    RunFolder(tmp_path / "r", TINY).close()
+    changed = config_io.override(TINY, {"lr": 0.1})
+    RunFolder(tmp_path / "r", changed).close()
+    assert config_io.load(type(TINY), tmp_path / "r" / "config.json") == changed
+
+
 def test_unknown_config_keys_are_errors():
     with pytest.raises(config_io.ConfigError, match="unknown"):
         config_io.override(TINY, {"stpes": 3})

@@ -24,7 +24,11 @@ class RunFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         cfg_path = self.root / "config.json"
-        if cfg_path.exists():
+        self.state_path = self.root / "state.pt"
+        # A folder whose earlier start failed before its first checkpoint (a wrong --data, say)
+        # holds a config that governs nothing: a corrected command takes it over.
+        trained = self.state_path.exists() or (self.root / "model.pt").exists()
+        if cfg_path.exists() and trained:
             old = json.loads(cfg_path.read_text())
             if old != json.loads(json.dumps(config_io.to_dict(cfg))):
                 raise config_io.ConfigError(
@@ -32,7 +36,6 @@ class RunFolder:
                 )
         else:
             config_io.save(cfg, cfg_path)
-        self.state_path = self.root / "state.pt"
         self._log = (self.root / "log.jsonl").open("a")
         self._tb = _tensorboard(self.root / "tb")
 
