@@ -94,3 +94,28 @@ def test_hand_labels_sheet_for_a_celeba_set(tmp_path, synth_root):
     (data / "hand_labels.csv").write_text("file,eyes,mouth,hair_color,background,head\nmine,0,0,0,0,0\n")
     res = runner.invoke(main, ["hand-labels", "--data", str(data), "--out", str(data / "hand_labels.csv")])
     assert res.exit_code == 1 and "exists" in res.output and "mine" in (data / "hand_labels.csv").read_text()
+
+
+def test_filter_refuses_one_gender_and_says_when_it_could_not_calibrate(tmp_path, synth_root):
+    import json
+    import shutil
+
+    one = tmp_path / "males"
+    shutil.copytree(synth_root / "Male", one / "Male")
+    (one / "Female").mkdir()
+    runner = CliRunner()
+    res = runner.invoke(main, ["filter", "--data", str(one), "--preset", "tiny", "--out", str(tmp_path / "r1")])
+    assert res.exit_code == 1 and "0 female" in res.output and "both genders" in res.output, res.output
+    # six faces: every one lands in train (the val and test splits are 10 % each), so nothing
+    # can calibrate the filter; it trains, and says so instead of reporting NaN
+    few = tmp_path / "few"
+    for g in ("Female", "Male"):
+        (few / g).mkdir(parents=True)
+        for f in sorted((synth_root / g).glob("*.png"))[:3]:
+            shutil.copy(f, few / g / f.name)
+    res = runner.invoke(main, ["filter", "--data", str(few), "--preset", "tiny", "--set", "steps=2",
+                               "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    assert report["calibrated"] is False and report["temperature"] == 1.0 and "warning: not calibrated" in res.output
+    assert "NaN" not in (tmp_path / "r2" / "metrics.json").read_text()

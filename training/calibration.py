@@ -66,12 +66,17 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
+def metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, float | None]:
+    """Accuracy, ROC-AUC, NLL and ECE of P = σ(logits / T); None where undefined (ROC-AUC of one
+    class), so that the report stays valid JSON. Needs at least one example."""
+    if not len(labels):
+        raise ValueError("metrics of an empty set")
     p = np.clip(sigmoid(logits / temperature), 1e-7, 1 - 1e-7)
     y = labels.astype(np.float64)
+    auc = roc_auc(p, y)
     return {
         "accuracy": float(((p >= 0.5) == (y > 0.5)).mean()),
-        "roc_auc": roc_auc(p, y),
+        "roc_auc": auc if np.isfinite(auc) else None,
         "nll": float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()),
         "ece": ece(p, y),
         "n": int(len(y)),

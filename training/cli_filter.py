@@ -56,11 +56,16 @@ def filter_cmd(data, preset, overrides, out, export_dir) -> None:
         splits, problems = load_splits(ds, cfg, progress=bar.update)
     for p in [*ds.problems, *problems][:20]:
         click.echo(f"  skipped {p}", err=True)
-    with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        model = train(splits, cfg, run, progress=step_progress(bar))
+    try:
+        with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
+            model = train(splits, cfg, run, progress=step_progress(bar))
+    except ValueError as exc:  # a dataset the filter cannot learn from (one gender only)
+        raise click.ClickException(f"{data}: {exc}") from exc
     report = calibrate_and_report(model, splits, run)
     run.close()
     click.echo(json.dumps(report, indent=2))
+    if "warning" in report:
+        click.echo(f"warning: {report['warning']}", err=True)
     if export_dir is not None:
         from training.export import export_model
         from training.train_filter import export_spec

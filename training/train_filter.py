@@ -97,8 +97,10 @@ def train(splits: Splits, cfg: FilterTrainConfig, run: RunFolder, progress=None)
     model = FilterNet(cfg.model).to(memory_format=torch.channels_last)
     x_train = torch.from_numpy(splits.images["train"])
     y_train = torch.from_numpy(splits.labels["train"])
-    if len(x_train) == 0:
-        raise ValueError("no training images: the dataset has no gender-labelled images in the train split")
+    female = int(y_train.sum())
+    if female == 0 or female == len(y_train):
+        raise ValueError(f"the filter learns from both genders, but its train split holds {female} female and "
+                         f"{len(y_train) - female} male images: add gender-labelled images of the missing kind")
 
     def make_batch(step: int, gen: torch.Generator):
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen)
@@ -116,17 +118,24 @@ def train(splits: Splits, cfg: FilterTrainConfig, run: RunFolder, progress=None)
 
 def calibrate_and_report(model: FilterNet, splits: Splits, run: RunFolder) -> dict:
     """Fit the temperature on val, report test metrics before/after, draw the reliability diagram."""
-    val_logits = predict_logits(model, splits.images["val"])
-    t = calibration.fit_temperature(val_logits, splits.labels["val"]) if len(val_logits) else 1.0
+    val_logits, val_y = predict_logits(model, splits.images["val"]), splits.labels["val"]
+    # a temperature fitted on one gender alone would only push every probability toward it
+    calibrated = 0 < val_y.sum() < len(val_y)
+    t = calibration.fit_temperature(val_logits, val_y) if calibrated else 1.0
     model.temperature.fill_(t)
     test_logits = predict_logits(model, splits.images["test"])
     y = splits.labels["test"]
     report = {
         "temperature": t,
+        "calibrated": bool(calibrated),
         "counts": {s: int(len(v)) for s, v in splits.labels.items()},
-        "test_before": calibration.metrics(test_logits, y, 1.0),
-        "test_after": calibration.metrics(test_logits, y, t),
+        "test_before": calibration.metrics(test_logits, y, 1.0) if len(y) else None,
+        "test_after": calibration.metrics(test_logits, y, t) if len(y) else None,
     }
+    if not calibrated:
+        report["warning"] = (f"not calibrated: the validation split holds {int(val_y.sum())} female and "
+                             f"{int(len(val_y) - val_y.sum())} male images (it needs both); P(female) is the "
+                             "uncalibrated model's. Add labelled images or raise --set val_fraction=…")
     if len(y):
         calibration.reliability_diagram(
             run.root / "reliability.png",
