@@ -43,6 +43,11 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
     half = np.array([split_of(f, cfg.seed + 1, 0.5, 0.0) for f in files])  # 'val' here = split B
     real = {"a": images[(part == "train") & (half == "train")], "b": images[(part == "train") & (half == "val")],
             "eval": images[part == "val"]}
+    empty = [name for name, k in (("critic A", "a"), ("critic B", "b"), ("held out", "eval")) if not len(real[k])]
+    if empty:  # checked before minutes of generating: each part needs real faces of its own
+        raise click.ClickException(
+            f"{data}: {len(files)} readable training image(s) leave no real image for {', '.join(empty)} "
+            f"(the set is split by file name: {cfg.val_fraction:.0%} held out, the rest halved between the two critics)")
     pool = np.array([[conds[f][c] for c in CONDITIONS] for f in files], np.float32)
     generator = OnnxGenerator(generator_export, cfg.threads)
     if generator.image_size != size:

@@ -61,6 +61,9 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     c = np.array([[conds[r.file][k] for k in CONDITIONS] for r in kept], np.float32)
     is_val = np.array([split_of(r.file, cfg.seed, 0.05, 0.0) == "val" for r in kept])
     click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
+    if not (~is_val).any():
+        raise click.ClickException(f"{data}: no images to train on ({len(kept)} readable of {len(records)} labelled, "
+                                   f"{int(is_val.sum())} held out)")
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         attributes = None
         if cfg.needs_judges:
@@ -71,7 +74,10 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
     if not finish_distributed():
         return  # under torchrun, rank 0 alone evaluates and exports
     model = ema.shadow.eval()
-    report = {"held_out": held_out(model, images[is_val], c[is_val])}  # with the statistics of training
+    # with the statistics of training; a set too small to hold any image out has no held-out score
+    report = {"held_out": held_out(model, images[is_val], c[is_val]) if is_val.any() else None}
+    if not is_val.any():
+        click.echo("warning: no image was held out (5 % by file name), so there is no held-out bits/dim", err=True)
     if readjust_batches:
         from training.train_generator import readjust_bn
 
