@@ -143,3 +143,20 @@ def test_generator_and_critic_say_what_a_tiny_set_lacks(tmp_path, synth_root):
     res = runner.invoke(main, ["critic", "--data", str(synth_root), "--conditions", str(tmp_path / "one.csv"),
                                "--attributes-run", str(tmp_path), "--preset", "tiny", "--out", str(tmp_path / "critic")])
     assert res.exit_code == 1 and "1 readable training image(s) leave no real image for" in res.output, res.output
+
+
+def test_attributes_on_a_handful_of_hand_labels(tmp_path, synth_root):
+    import json
+
+    one = sorted(p.relative_to(synth_root).as_posix() for p in (synth_root / "Female").glob("*.png"))[:1]
+    _conditions_csv(tmp_path / "one.csv", one)
+    _conditions_csv(tmp_path / "gone.csv", ["Female/not-there.png"])
+    runner = CliRunner()
+    res = runner.invoke(main, ["attributes", "--data", str(synth_root), "--hand-labels", str(tmp_path / "one.csv"),
+                               "--preset", "tiny", "--set", "steps=1", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0 and "no validation error" in res.output, res.output
+    report = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert report["val_mae"] is None and report["counts"] == {"train": 1, "val": 0}
+    res = runner.invoke(main, ["attributes", "--data", str(synth_root), "--hand-labels", str(tmp_path / "gone.csv"),
+                               "--preset", "tiny", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 1 and "no hand-labelled training images" in res.output and "1 listed" in res.output, res.output

@@ -47,8 +47,14 @@ def attributes_cmd(data, hand_labels, preset, overrides, out, export_dir) -> Non
     for p in problems[:20]:
         click.echo(f"  skipped {p}", err=True)
     splits = split(labelled, cfg)
-    with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        model = train(splits, cfg, run, progress=step_progress(bar))
+    try:
+        with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
+            model = train(splits, cfg, run, progress=step_progress(bar))
+    except ValueError as exc:  # nothing readable to learn from
+        raise click.ClickException(f"{data}: {exc} ({len(hand)} listed, {len(problems)} unreadable)") from exc
+    if not len(splits["val"].files):
+        click.echo(f"warning: none of the {len(hand)} hand-labelled image(s) fell in the validation split "
+                   f"({cfg.val_fraction:.0%} by file name), so there is no validation error", err=True)
     outside = None
     truth_csv = data / "labels.csv"
     if truth_csv.exists() and cfg.eval_outside:  # ground truth is known (the procedural set)

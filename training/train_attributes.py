@@ -129,15 +129,18 @@ def report(model: AttributeNet, splits: dict[str, LabelledImages], outside: Labe
     from training.plots import scatter_grid
 
     val = splits["val"]
-    result = {"counts": {k: len(v.files) for k, v in splits.items()}, "val_mae": mae(predict(model, val.images), val.targets)}
-    panels = {"val": (val.targets, predict(model, val.images))}
+    # no validation image (a handful of hand labels): null, not NaN, keeps metrics.json valid JSON
+    result = {"counts": {k: len(v.files) for k, v in splits.items()},
+              "val_mae": mae(predict(model, val.images), val.targets) if len(val.files) else None}
+    panels = {"val": (val.targets, predict(model, val.images))} if len(val.files) else {}
     if outside is not None and len(outside.files):
         pred = predict(model, outside.images)
         result["outside_mae"] = mae(pred, outside.targets)
         result["outside_count"] = len(outside.files)
         panels = {"outside hand labels": (outside.targets, pred)}
-    truth, pred = next(iter(panels.values()))
-    scatter_grid(run.root / "scatter.png", truth, pred, CONDITIONS, title=next(iter(panels)))
+    if panels:
+        truth, pred = next(iter(panels.values()))
+        scatter_grid(run.root / "scatter.png", truth, pred, CONDITIONS, title=next(iter(panels)))
     (run.root / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     torch.save(model.state_dict(), run.root / "model.pt")
     return result
