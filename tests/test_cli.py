@@ -140,6 +140,14 @@ def test_generator_and_critic_say_what_a_tiny_set_lacks(tmp_path, synth_root):
     assert res.exit_code == 0, res.output
     assert "no held-out bits/dim" in res.output
     assert json.loads((tmp_path / "gen" / "metrics.json").read_text())["held_out"] is None
+    _conditions_csv(tmp_path / "none.csv", [])
+    res = runner.invoke(main, ["generator", "--data", str(synth_root), "--conditions", str(tmp_path / "none.csv"),
+                               "--preset", "tiny", "--out", str(tmp_path / "gen0")])
+    assert res.exit_code == 1 and "no images to train on" in res.output, res.output
+    (tmp_path / "selection.csv").write_text("file,p_female,kept,reason\n")
+    res = runner.invoke(main, ["label", "--data", str(synth_root), "--selection", str(tmp_path / "selection.csv"),
+                               "--out", str(tmp_path / "conditions.csv")])
+    assert res.exit_code == 1 and "keeps no image" in res.output and not (tmp_path / "conditions.csv").exists()
     res = runner.invoke(main, ["critic", "--data", str(synth_root), "--conditions", str(tmp_path / "one.csv"),
                                "--attributes-run", str(tmp_path), "--preset", "tiny", "--out", str(tmp_path / "critic")])
     assert res.exit_code == 1 and "1 readable training image(s) leave no real image for" in res.output, res.output

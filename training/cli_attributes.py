@@ -95,6 +95,9 @@ def label_cmd(data, selection, model_dir, out) -> None:
         model = OnnxImageModel(model_dir)
     except (ValueError, OSError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if not selected:  # an empty conditions.csv would only fail later, in the generator
+        raise click.ClickException(f"{selection or data / 'selection.csv'} keeps no image: nothing to label "
+                                   "(rerun `facegen-train select` with a lower --threshold?)")
     with tqdm(total=len(selected), unit="img", desc="label") as bar:
         rows, problems = label(ds, selected, model, progress=bar.update)
     for p in problems[:20]:

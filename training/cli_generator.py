@@ -59,7 +59,7 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
         images, kept, problems = load_images(records, Preprocess(cfg.model.image_size, cfg.model.image_size),
                                              progress=bar.update)
     c = np.array([[conds[r.file][k] for k in CONDITIONS] for r in kept], np.float32)
-    is_val = np.array([split_of(r.file, cfg.seed, 0.05, 0.0) == "val" for r in kept])
+    is_val = np.array([split_of(r.file, cfg.seed, 0.05, 0.0) == "val" for r in kept], dtype=bool)
     click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
     if not (~is_val).any():
         raise click.ClickException(f"{data}: no images to train on ({len(kept)} readable of {len(records)} labelled, "
