@@ -235,7 +235,7 @@ def test_grpc_dataset_stream_with_corrupt_files(stub, datasets):
     assert [r["file"] for r in rows] == sorted(files)
 
 
-def test_http_task_filters_a_folder_and_an_uploaded_archive(server, datasets, tmp_path):
+def test_http_task_filters_a_folder_and_an_uploaded_archive(server, stub, datasets, tmp_path):
     status, result = _task(server, "filter_dataset", dataset=str(datasets / "real"), threshold=0.9)
     assert status == "completed"
     result = result.json()
@@ -243,6 +243,10 @@ def test_http_task_filters_a_folder_and_an_uploaded_archive(server, datasets, tm
     assert len(rows) == result["summary"]["total"] == len(list((datasets / "real").rglob("*.*")))
     progress = httpx.post(f"{server.url}/job_progress", json={"job_id": result["summary"]["job_id"]}).json()
     assert progress["done"] == progress["total"] and progress["complete"]
+    # the same folder and threshold over gRPC is the same job, though its float32 0.9 is 0.89999998
+    events = list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(datasets / "real"), threshold=0.9), timeout=120))
+    summary = events[-1].summary
+    assert summary.job_id == result["summary"]["job_id"] and summary.kept == result["summary"]["kept"]
 
     archive = tmp_path / "ds.zip"
     with zipfile.ZipFile(archive, "w") as zf:

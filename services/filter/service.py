@@ -31,6 +31,12 @@ from services.filter.jobs import DatasetJob, archive_root, check_job_id, extract
 DEFAULT_THRESHOLD = 0.9
 
 
+def job_threshold(threshold: float) -> float:
+    """The threshold a job runs with: 0 (unset) is the default, and 6 decimals are kept, so that
+    gRPC's float32 0.9 (0.89999998) and HTTP's 0.9 are one job that keeps the same faces."""
+    return round(float(threshold or DEFAULT_THRESHOLD), 6)
+
+
 class FilterCore:
     """What both transports do with the model, independent of BentoML."""
 
@@ -51,11 +57,11 @@ class FilterCore:
 
     def job_id(self, source: Path | str, threshold: float) -> str:
         """The default id of a job: the same source, threshold and model resume it."""
-        return job_id_for(source, threshold or DEFAULT_THRESHOLD, self.model.export.card["onnx_sha256"])
+        return job_id_for(source, job_threshold(threshold), self.model.export.card["onnx_sha256"])
 
     def job(self, dataset: Path, threshold: float, job_id: str = "") -> DatasetJob:
         job_id = check_job_id(job_id or self.job_id(dataset, threshold))
-        return DatasetJob(self.jobs_dir, job_id, dataset, threshold or DEFAULT_THRESHOLD, self.job_chunk)
+        return DatasetJob(self.jobs_dir, job_id, dataset, job_threshold(threshold), self.job_chunk)
 
     @contextlib.asynccontextmanager
     async def exclusive(self, job_id: str):
