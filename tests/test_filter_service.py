@@ -191,6 +191,12 @@ def test_http_task_failures_say_what_was_wrong(server, datasets, jobs, tmp_path)
     assert status == "failed"
     assert result.status_code == 400 and "job_id" in result.json()["error"], result.text
     assert (victim / "keep.txt").read_text() == "mine" and not (victim / "Female").exists()
+    # a refused upload leaves no job folder behind
+    before = set(jobs.iterdir())
+    (tmp_path / "junk.zip").write_bytes(b"not an archive")
+    status, result = _task(server, "filter_archive", tmp_path / "junk.zip")
+    assert status == "failed" and result.status_code == 400 and "neither a zip nor a tar" in result.json()["error"]
+    assert set(jobs.iterdir()) == before
 
 
 def _task(server, endpoint: str, archive: Path | None = None, **fields) -> tuple[str, httpx.Response]:

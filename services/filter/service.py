@@ -109,7 +109,15 @@ class FilterServicer(rpc.FilterServiceServicer):
 
 def _unpack(archive: Path, data: Path) -> None:
     shutil.rmtree(data, ignore_errors=True)  # what an interrupted unpack left
-    extract_archive(archive, data)
+    try:
+        extract_archive(archive, data)
+    except BaseException:
+        # a refused upload (not an archive, a bomb, a traversal) leaves no folder behind; a job
+        # that has decisions keeps them (its folder is not empty, so rmdir leaves it)
+        shutil.rmtree(data, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            data.parent.rmdir()
+        raise
 
 
 async def _classify_body(svc: FilterService, decoded: list[np.ndarray]) -> dict:
