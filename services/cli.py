@@ -36,6 +36,8 @@ def _image_path(ctx, param, value: Path) -> Path:
 
     if value.suffix.lower() not in Image.registered_extensions():
         raise click.BadParameter(f"{value}: give a file name ending in .png, .jpg or .webp")
+    if not value.absolute().parent.is_dir():
+        raise click.BadParameter(f"{value}: folder {value.absolute().parent} does not exist")
     return value
 
 
@@ -170,16 +172,20 @@ CONDITION_OPTIONS = ("eyes", "mouth", "hair_color", "background", "head")
 
 
 def _condition(value: str | None, name: str):
-    """'0.9' → 0.9; '0.2:0.6' → (0.2, 0.6); None → random in [0, 1]."""
+    """'0.9' → 0.9; '0.2:0.6' → (0.2, 0.6); None → random in [0, 1]. Checked here, before any
+    connection, as the service would check it."""
     if value is None:
         return None
+    hint = "--" + name.replace("_", "-")
     try:
-        if ":" in value:
-            lo, hi = (float(v) for v in value.split(":", 1))
-            return (lo, hi)
-        return float(value)
+        got = tuple(float(v) for v in value.split(":", 1))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give a number in [0, 1] or a range MIN:MAX", param_hint=f"--{name}") from None
+        raise click.BadParameter(f"{value!r}: give a number in [0, 1] or a range MIN:MAX", param_hint=hint) from None
+    if not all(0.0 <= v <= 1.0 for v in got):  # NaN fails too
+        raise click.BadParameter(f"{value!r}: values must be in [0, 1]", param_hint=hint)
+    if len(got) == 2 and got[0] > got[1]:
+        raise click.BadParameter(f"{value!r}: range min is above max", param_hint=hint)
+    return got if len(got) == 2 else got[0]
 
 
 @main.command("generate")
@@ -190,7 +196,7 @@ def _condition(value: str | None, name: str):
 @click.option("--background", metavar="V|MIN:MAX", help="0 dark … 1 bright")
 @click.option("--head", metavar="V|MIN:MAX", help="0 turned left, 0.5 frontal, 1 right")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.8, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--oversample", type=click.IntRange(1, 8), default=1, show_default=True,
               help="draw k·n candidates, keep the n most realistic and faithful")
 @click.option("--retouch/--no-retouch", default=True, show_default=True)

@@ -121,6 +121,19 @@ def test_stream_yields_the_same_faces(stack):
     assert [f.png for f in got] == [f.png for f in want]
 
 
+def test_more_candidates_than_a_service_takes_in_one_call(stack):
+    """count 40 × oversample 8 = 320 candidates, over the model services' 256 per call (was:
+    INVALID_ARGUMENT 'sampler: count 320 exceeds the maximum'): they go in two chunks and the
+    choice is made over all of them."""
+    req = _request(count=40, oversample=8, seed=5, conditions=pb.ConditionsRequest())
+    first, again = (_stub(stack).Generate(req, timeout=120) for _ in range(2))
+    assert first.candidates == 320 and len(first.faces) == 40
+    assert [f.png for f in first.faces] == [f.png for f in again.faces]
+    picked = [f.candidate for f in first.faces]
+    assert picked == sorted(picked) and len(set(picked)) == 40 and max(picked) >= 256
+    assert all(f.seed == 5 + f.candidate for f in first.faces)
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"count": 100000}, "count"), ({"temperature": 3.0}, "temperature"), ({"oversample": 50}, "oversample"),
     ({"conditions": pb.ConditionsRequest(head=pb.ConditionRequest(range=pb.Range(min=0.8, max=0.2)))}, "range"),
@@ -166,10 +179,16 @@ def test_client_cli_writes_a_grid_and_a_report_on_both_transports(stack, tmp_pat
     # caught before anything is generated, and said in a line
     res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "faces.txt")])
     assert res.exit_code == 2 and "--out" in res.output and not (tmp_path / "faces.json").exists()
-    res = CliRunner().invoke(main, [*args, "--mouth", "0.9:0.1", "--grpc", stack["pipeline"].grpc_target,
-                                    "--out", str(tmp_path / "bad.png")])
-    assert res.exit_code == 1 and "INVALID_ARGUMENT" in res.output and "range" in res.output
+    for bad, words in ((["--mouth", "0.9:0.1"], "range min is above max"),
+                       (["--hair-color", "1.5"], "--hair-color: '1.5': values must be in [0, 1]"),
+                       (["--out", str(tmp_path / "no" / "such" / "f.png")], "does not exist")):
+        res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad.png"), *bad,
+                                        "--grpc", stack["pipeline"].grpc_target])
+        assert res.exit_code == 2 and words in res.output, res.output
     assert not (tmp_path / "bad.png").exists()
+    # what only the server knows still comes back as one line: the pipeline's sampler is not a pipeline
+    res = CliRunner().invoke(main, [*args, "--grpc", stack["sampler"].grpc_target, "--out", str(tmp_path / "bad.png")])
+    assert res.exit_code == 1 and "UNIMPLEMENTED" in res.output and "Traceback" not in res.output, res.output
 
 
 def test_client_cli_says_which_server_it_cannot_reach(tmp_path):

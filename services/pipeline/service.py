@@ -5,7 +5,7 @@ Generate, GenerateStream) and HTTP (POST /generate), calling the four model serv
 
 Settings (env, FACEGEN_PIPELINE_<NAME> or FACEGEN_<NAME>): SAMPLER / CRITIC / ATTRIBUTES /
 FILTER (host:port of each service's gRPC endpoint), GRPC_PORT, TIMEOUT_S, MAX_FACES,
-MAX_OVERSAMPLE, STREAM_CHUNK, COALESCE.
+MAX_OVERSAMPLE, STREAM_CHUNK, COALESCE, UPSTREAM_MAX_IMAGES.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ class PipelineConfig:
     # concurrent small requests share a call to the critic, attributes and filter while this many
     # of a kind are in flight (0 = each request calls alone): services/pipeline/coalesce.py
     coalesce: int = 1
+    # the most images the model services take in one call (their FACEGEN_MAX_IMAGES_PER_REQUEST):
+    # a request's candidates (count × oversample, up to 2048) beyond it are sent in several calls
+    upstream_max_images: int = 256
 
 
 def _conditions(v) -> dict[str, float]:
@@ -184,7 +187,7 @@ class GenerationService:
         self.upstreams = Upstreams({"sampler": self.cfg.sampler, "critic": self.cfg.critic,
                                     "attributes": self.cfg.attributes, "filter": self.cfg.filter},
                                    coalesce=self.cfg.coalesce)
-        self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s, encode_pngs)
+        self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s, encode_pngs, self.cfg.upstream_max_images)
         await self.grpc.start()
 
     @bentoml.on_shutdown
