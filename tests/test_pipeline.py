@@ -244,6 +244,27 @@ def test_every_service_counts_its_work_and_prometheus_scrapes_them(stack, tmp_pa
         proc.wait(10)
 
 
+def test_a_request_out_of_time_is_deadline_exceeded_not_an_outage(stack):
+    """The request's own deadline passing while a service works is DEADLINE_EXCEEDED / 504 naming
+    that service — not UNAVAILABLE (that service's outage), nor, with allow_partial, a face with
+    the service 'missing'."""
+    wiring = {f"FACEGEN_PIPELINE_{n.upper()}": stack[n].grpc_target for n in ("sampler", "critic", "attributes", "filter")}
+    hurried = servers.start(servers.SERVICES["pipeline"], "pipeline", {**wiring, "FACEGEN_PIPELINE_TIMEOUT_S": "0.15"})
+    try:
+        body = {"count": 64, "oversample": 2, "allow_partial": True}
+        r = httpx.post(f"{hurried.url}/generate", json=body, timeout=30)
+        assert r.status_code == 504 and "ran out of time" in r.json()["error"], r.text
+        stub = rpc.GenerationServiceStub(grpc.insecure_channel(hurried.grpc_target))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Generate(_request(count=64, oversample=2, allow_partial=True), timeout=30)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "ran out of time" in err.value.details()
+        metrics = httpx.get(f"{hurried.url}/metrics").text
+        assert 'status="DEADLINE_EXCEEDED"' in metrics and 'status="UNAVAILABLE"' not in metrics
+        assert "facegen_degraded_total{" not in metrics
+    finally:
+        hurried.stop()
+
+
 def test_a_down_critic_fails_fast_or_degrades_then_recovers(stack):
     stub = _stub(stack)
     critic = stack["critic"]

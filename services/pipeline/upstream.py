@@ -11,6 +11,7 @@ apart — once it is back.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -85,10 +86,19 @@ class Upstreams:
         for ch in self.channels.values():
             await ch.close()
 
+    def _late(self, service: str) -> TimeoutError:
+        return TimeoutError(f"the request ran out of time waiting for the {service} service ({self.targets[service]})")
+
     async def _call(self, service: str, method, request, timeout: float):
+        end = time.monotonic() + timeout
         try:
             return await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
+            # the request's own deadline passing is DEADLINE_EXCEEDED / 504, not the service's
+            # failure: it must neither read as that service's outage nor, with allow_partial,
+            # drop the service as "missing" from faces nobody is waiting for any more
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() >= end - 0.005:
+                raise self._late(service) from None
             if exc.code() in UNAVAILABLE_CODES:
                 raise UpstreamUnavailable(service, f"{exc.code().name} from {self.targets[service]}: {exc.details()}") from None
             raise BadRequest(f"{service}: {exc.details()}") from None
@@ -119,8 +129,8 @@ class Upstreams:
     async def _rows(self, service: str, send, images: np.ndarray, timeout: float) -> list:
         try:
             return await send(list(images), timeout)
-        except TimeoutError:  # ran out of time waiting to share a call
-            raise UpstreamUnavailable(service, f"DEADLINE_EXCEEDED waiting for {self.targets[service]}") from None
+        except TimeoutError:  # the request's deadline passed (in its call, or waiting to share one)
+            raise self._late(service) from None
 
     async def retouch(self, images: np.ndarray, timeout: float) -> tuple[np.ndarray, list[Realness], list[Realness]]:
         faces = await self._rows("critic", self._retouch, images, timeout)
