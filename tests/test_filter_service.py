@@ -434,3 +434,28 @@ def test_client_cli_writes_the_selection_locally(server, datasets, jobs, tmp_pat
     if transport == "http":  # the job fails after its submit was accepted; the reason still shows
         res = CliRunner().invoke(main, ["filter", "/etc", "--http", server.url, "--out", str(out)])
         assert res.exit_code == 1 and "job failed" in res.output and "allowed dataset roots" in res.output, res.output
+
+
+def test_a_job_already_running_is_a_conflict_to_retry(jobs):
+    """Two runs of one job would write the same checkpoint: the second request is refused as
+    ABORTED / 409 (a conflict to send again later), not INVALID_ARGUMENT (it is not wrong)."""
+    from services.core.errors import classify
+    from services.core.runtime import ImageModel, ServingConfig
+    from services.filter.service import FilterCore
+
+    core = FilterCore(ImageModel("filter", ServingConfig()))
+
+    async def both():
+        async with core.exclusive("job-a"):
+            with pytest.raises(Exception) as second:
+                async with core.exclusive("job-a"):
+                    pass
+            async with core.exclusive("job-b"):  # another job runs beside it
+                pass
+        async with core.exclusive("job-a"):  # and once the first is done, it may run again
+            pass
+        return second.value
+
+    exc = asyncio.run(both())
+    code, status, message = classify(exc)
+    assert (code, status) == (grpc.StatusCode.ABORTED, 409) and "already running" in message

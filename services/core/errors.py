@@ -25,6 +25,11 @@ class Forbidden(PermissionError):
     """A request for something outside what this server is configured to allow."""
 
 
+class Conflict(RuntimeError):
+    """A request that collides with work in progress (the same job already running): not wrong,
+    and worth sending again once that work is done."""
+
+
 class UpstreamUnavailable(ConnectionError):
     """A service this one depends on did not answer (down, overloaded or out of time)."""
 
@@ -38,6 +43,7 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, int]] = [
     (InvalidImage, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (Forbidden, grpc.StatusCode.PERMISSION_DENIED, 403),
+    (Conflict, grpc.StatusCode.ABORTED, 409),
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED, 503),
     (UpstreamUnavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504),

@@ -22,7 +22,7 @@ import numpy as np
 
 from services.core import images as imgs
 from services.core.bento import ModelService, body_route, port_check, status_app
-from services.core.errors import BadRequest
+from services.core.errors import Conflict
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, decode_proto_image, grpc_call, http_call, remaining
@@ -69,7 +69,8 @@ class FilterCore:
         since two runs of one job would write the same checkpoint and files."""
         lock = self._job_locks.setdefault(job_id, asyncio.Lock())
         if lock.locked():
-            raise BadRequest(f"job {job_id} is already running")
+            raise Conflict(f"job {job_id} is already running (for another request); send this one again when it "
+                           "has finished to get its result, and follow it meanwhile with /job_progress")
         async with lock:
             yield
 
