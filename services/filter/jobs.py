@@ -109,8 +109,12 @@ class DatasetJob:
         self.csv_path = self.dir / "selection.csv"
         meta = {"dataset": str(root), "threshold": threshold}
         meta_path = self.dir / "job.json"
-        if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
-            raise BadRequest(f"job {job_id} exists for a different dataset or threshold")
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            # to 6 decimals, as the job id: jobs written before the threshold was normalised hold
+            # gRPC's float32 (0.8999999761581421 for 0.9)
+            if old.get("dataset") != meta["dataset"] or abs(float(old.get("threshold", -1)) - threshold) > 5e-7:
+                raise BadRequest(f"job {job_id} exists for a different dataset or threshold")
         meta_path.write_text(json.dumps(meta))
 
     def done(self) -> dict[str, Decision]:
