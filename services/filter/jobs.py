@@ -29,6 +29,7 @@ from services.core.errors import BadRequest, Forbidden
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CHUNK = 64
+DEFAULT_THRESHOLD = 0.9  # keep P(female) ≥ this when a request leaves it unset (0)
 
 Score = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
@@ -82,10 +83,16 @@ def list_files(root: Path) -> list[str]:
     return sorted(out)
 
 
+def job_threshold(threshold: float) -> float:
+    """The threshold a job runs with: 0 (unset) is the default, and 6 decimals are kept, so that
+    gRPC's float32 0.9 (0.89999998) and HTTP's 0.9 are one job that keeps the same faces."""
+    return round(float(threshold or DEFAULT_THRESHOLD), 6)
+
+
 def job_id_for(source: Path | str, threshold: float, model_sha: str) -> str:
     """Deterministic: the same dataset (a folder, or an archive by its hash), threshold and model
     resume the same job."""
-    return hashlib.sha256(f"{source}|{threshold:.6f}|{model_sha}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{source}|{job_threshold(threshold):.6f}|{model_sha}".encode()).hexdigest()[:16]
 
 
 def _decode(root: Path, file: str, height: int, width: int) -> np.ndarray | str:
@@ -99,6 +106,7 @@ def _decode(root: Path, file: str, height: int, width: int) -> np.ndarray | str:
 
 class DatasetJob:
     def __init__(self, jobs_dir: Path, job_id: str, root: Path, threshold: float, chunk: int = CHUNK) -> None:
+        threshold = job_threshold(threshold)
         if not 0.0 <= threshold <= 1.0:
             raise BadRequest(f"threshold must be in [0, 1], got {threshold}")
         self.root, self.threshold, self.job_id, self.chunk = root, threshold, job_id, max(1, chunk)
@@ -111,9 +119,9 @@ class DatasetJob:
         meta_path = self.dir / "job.json"
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
-            # to 6 decimals, as the job id: jobs written before the threshold was normalised hold
-            # gRPC's float32 (0.8999999761581421 for 0.9)
-            if old.get("dataset") != meta["dataset"] or abs(float(old.get("threshold", -1)) - threshold) > 5e-7:
+            # normalised as well: jobs written before thresholds were hold gRPC's float32
+            # (0.8999999761581421 for 0.9)
+            if old.get("dataset") != meta["dataset"] or job_threshold(old.get("threshold", -1)) != threshold:
                 raise BadRequest(f"job {job_id} exists for a different dataset or threshold")
         meta_path.write_text(json.dumps(meta))
 

@@ -26,15 +26,16 @@ from services.core.errors import Conflict
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, decode_proto_image, grpc_call, http_call, remaining
-from services.filter.jobs import DatasetJob, archive_root, check_job_id, extract_archive, is_job_id, job_id_for, resolve_dataset
-
-DEFAULT_THRESHOLD = 0.9
-
-
-def job_threshold(threshold: float) -> float:
-    """The threshold a job runs with: 0 (unset) is the default, and 6 decimals are kept, so that
-    gRPC's float32 0.9 (0.89999998) and HTTP's 0.9 are one job that keeps the same faces."""
-    return round(float(threshold or DEFAULT_THRESHOLD), 6)
+from services.filter.jobs import (
+    DEFAULT_THRESHOLD,
+    DatasetJob,
+    archive_root,
+    check_job_id,
+    extract_archive,
+    is_job_id,
+    job_id_for,
+    resolve_dataset,
+)
 
 
 class FilterCore:
@@ -57,11 +58,11 @@ class FilterCore:
 
     def job_id(self, source: Path | str, threshold: float) -> str:
         """The default id of a job: the same source, threshold and model resume it."""
-        return job_id_for(source, job_threshold(threshold), self.model.export.card["onnx_sha256"])
+        return job_id_for(source, threshold, self.model.export.card["onnx_sha256"])
 
     def job(self, dataset: Path, threshold: float, job_id: str = "") -> DatasetJob:
         job_id = check_job_id(job_id or self.job_id(dataset, threshold))
-        return DatasetJob(self.jobs_dir, job_id, dataset, job_threshold(threshold), self.job_chunk)
+        return DatasetJob(self.jobs_dir, job_id, dataset, threshold, self.job_chunk)
 
     @contextlib.asynccontextmanager
     async def exclusive(self, job_id: str):
