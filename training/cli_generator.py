@@ -75,8 +75,10 @@ def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export
         return  # under torchrun, rank 0 alone evaluates and exports
     model = ema.shadow.eval()
     # with the statistics of training; a set too small to hold any image out has no held-out score
-    report = {"held_out": held_out(model, images[is_val], c[is_val]) if is_val.any() else None}
-    if not is_val.any():
+    report = {"held_out": None}
+    if is_val.any():
+        report["held_out"] = held_out(model, images[is_val], c[is_val])
+    else:
         click.echo("warning: no image was held out (5 % by file name), so there is no held-out bits/dim", err=True)
     if readjust_batches:
         from training.train_generator import readjust_bn

@@ -130,9 +130,12 @@ def report(model: AttributeNet, splits: dict[str, LabelledImages], outside: Labe
 
     val = splits["val"]
     # no validation image (a handful of hand labels): null, not NaN, keeps metrics.json valid JSON
-    result = {"counts": {k: len(v.files) for k, v in splits.items()},
-              "val_mae": mae(predict(model, val.images), val.targets) if len(val.files) else None}
-    panels = {"val": (val.targets, predict(model, val.images))} if len(val.files) else {}
+    result = {"counts": {k: len(v.files) for k, v in splits.items()}, "val_mae": None}
+    panels = {}
+    if len(val.files):
+        pred = predict(model, val.images)
+        result["val_mae"] = mae(pred, val.targets)
+        panels = {"val": (val.targets, pred)}
     if outside is not None and len(outside.files):
         pred = predict(model, outside.images)
         result["outside_mae"] = mae(pred, outside.targets)
