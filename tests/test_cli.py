@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 
 import numpy as np
 from click.testing import CliRunner
@@ -97,9 +99,6 @@ def test_hand_labels_sheet_for_a_celeba_set(tmp_path, synth_root):
 
 
 def test_filter_refuses_one_gender_and_says_when_it_could_not_calibrate(tmp_path, synth_root):
-    import json
-    import shutil
-
     one = tmp_path / "males"
     shutil.copytree(synth_root / "Male", one / "Male")
     (one / "Female").mkdir()
@@ -129,8 +128,6 @@ def test_generator_and_critic_say_what_a_tiny_set_lacks(tmp_path, synth_root):
     """Too few images for a held-out split: the generator trains and says it has no held-out
     score (was: ZeroDivisionError); the critic, whose three parts each need real faces, refuses
     before generating anything."""
-    import json
-
     one = sorted(p.relative_to(synth_root).as_posix() for p in (synth_root / "Female").glob("*.png"))[:1]
     _conditions_csv(tmp_path / "one.csv", one)
     runner = CliRunner()
@@ -154,8 +151,6 @@ def test_generator_and_critic_say_what_a_tiny_set_lacks(tmp_path, synth_root):
 
 
 def test_attributes_on_a_handful_of_hand_labels(tmp_path, synth_root):
-    import json
-
     one = sorted(p.relative_to(synth_root).as_posix() for p in (synth_root / "Female").glob("*.png"))[:1]
     _conditions_csv(tmp_path / "one.csv", one)
     _conditions_csv(tmp_path / "gone.csv", ["Female/not-there.png"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -463,14 +464,12 @@ def test_a_job_already_running_is_a_conflict_to_retry(jobs):
 
 def test_a_job_written_with_a_float32_threshold_resumes(tmp_path):
     """Jobs written before thresholds were normalised hold gRPC's float32 0.9: still the same job."""
-    import json as _json
-
     from services.core.errors import BadRequest
     from services.filter.jobs import DatasetJob
 
     DatasetJob(tmp_path, "job-a", tmp_path / "set", 0.9)
     meta = tmp_path / "job-a" / "job.json"
-    meta.write_text(_json.dumps({"dataset": str(tmp_path / "set"), "threshold": 0.8999999761581421}))
+    meta.write_text(json.dumps({"dataset": str(tmp_path / "set"), "threshold": 0.8999999761581421}))
     DatasetJob(tmp_path, "job-a", tmp_path / "set", 0.9)
     for dataset, threshold in ((tmp_path / "set", 0.8), (tmp_path / "other", 0.9)):
         with pytest.raises(BadRequest, match="different dataset or threshold"):
