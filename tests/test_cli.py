@@ -131,14 +131,14 @@ def test_generator_and_critic_say_what_a_tiny_set_lacks(tmp_path, synth_root):
     one = sorted(p.relative_to(synth_root).as_posix() for p in (synth_root / "Female").glob("*.png"))[:1]
     _conditions_csv(tmp_path / "one.csv", one)
     runner = CliRunner()
-    res = runner.invoke(main, ["generator", "--data", str(synth_root), "--conditions", str(tmp_path / "one.csv"),
+    res = runner.invoke(main, ["generator-pixel", "--data", str(synth_root), "--conditions", str(tmp_path / "one.csv"),
                                "--preset", "tiny", "--set", "steps=1", "--readjust-bn", "0",
                                "--attributes", str(tmp_path / "none"), "--out", str(tmp_path / "gen")])
     assert res.exit_code == 0, res.output
     assert "no held-out bits/dim" in res.output
     assert json.loads((tmp_path / "gen" / "metrics.json").read_text())["held_out"] is None
     _conditions_csv(tmp_path / "none.csv", [])
-    res = runner.invoke(main, ["generator", "--data", str(synth_root), "--conditions", str(tmp_path / "none.csv"),
+    res = runner.invoke(main, ["generator-pixel", "--data", str(synth_root), "--conditions", str(tmp_path / "none.csv"),
                                "--preset", "tiny", "--out", str(tmp_path / "gen0")])
     assert res.exit_code == 1 and "no images to train on" in res.output, res.output
     (tmp_path / "selection.csv").write_text("file,p_female,kept,reason\n")

@@ -251,7 +251,7 @@ def test_readjust_bn_recomputes_the_decoder_statistics_from_prior_samples():
         m.running_var.fill_(2.0)
     encoder_before = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in bns.items() if n.startswith("enc_")}
     assert encoder_before
-    probe = next(n for n in bns if n.startswith("dec_cells"))
+    probe = next(n for n in bns if n.startswith("hier.dec_cells"))
     seen = []
     hook = bns[probe].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
     readjust_bn(model, temperature=0.7, batches=2, batch_size=4, seed=3)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from training.cli import main
 
-MODELS = ("filter", "attributes", "generator", "critic", "refiner")
+MODELS = ("filter", "attributes", "generator", "encoder", "critic", "refiner")
 
 
 def _all(tmp_path, *extra):
@@ -40,7 +40,7 @@ def test_chain_runs_every_stage_then_skips_what_is_up_to_date(tmp_path):
 
     changed = _all(tmp_path, "--set", "critic.refiner_steps=5")
     status = _status(changed.output)
-    upstream = ("filter", "select", "attributes", "label", "generator")
+    upstream = ("filter", "select", "attributes", "label", "autoencoder", "generator")
     assert status["critic"] == "ran" and all(status[s] == "up to date" for s in upstream)
     assert (tmp_path / "exports" / "refiner" / "1" / "model.onnx").stat().st_mtime_ns != mtimes["refiner"]
     assert (tmp_path / "exports" / "generator" / "1" / "model.onnx").stat().st_mtime_ns == mtimes["generator"]

@@ -87,15 +87,16 @@ def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, for
     """Run the whole training chain; regenerate every export; skip up-to-date stages."""
     from training.cli import synth
     from training.cli_attributes import attributes_cmd, label_cmd
+    from training.cli_autoencoder import autoencoder_cmd
     from training.cli_critic import critic_cmd
     from training.cli_filter import filter_cmd, select_cmd
     from training.cli_generator import generator_cmd
 
     per_stage = stage_overrides(overrides)
-    unknown = set(per_stage) - {"synth", "filter", "attributes", "generator", "critic"}
+    unknown = set(per_stage) - {"synth", "filter", "attributes", "autoencoder", "generator", "critic"}
     if unknown:
         raise click.BadParameter(f"no stage named {', '.join(sorted(unknown))}", param_hint="--set")
-    ex = {m: exports / m / "1" for m in ("filter", "attributes", "generator", "critic", "refiner")}
+    ex = {m: exports / m / "1" for m in ("filter", "attributes", "generator", "encoder", "critic", "refiner")}
     sel, cond = data / "selection.csv", data / "conditions.csv"
 
     def train(cmd, name: str, **kw):
@@ -111,9 +112,13 @@ def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, for
               train(attributes_cmd, "attributes", hand_labels=None, export_dir=ex["attributes"]), runs / "attributes"),
         Stage("label", lambda: [ex["attributes"], sel], lambda: [cond],
               lambda: ctx.invoke(label_cmd, data=data, selection=sel, model_dir=ex["attributes"], out=cond)),
-        Stage("generator", lambda: [cond, ex["attributes"], runs / "attributes" / "model.pt"], lambda: [ex["generator"]],
-              train(generator_cmd, "generator", conditions_csv=cond, attribute_export=ex["attributes"],
-                    export_dir=ex["generator"], attributes_runs=(runs / "attributes",)), runs / "generator"),
+        Stage("autoencoder", lambda: [cond], lambda: [runs / "autoencoder" / "model.pt"],
+              train(autoencoder_cmd, "autoencoder", conditions_csv=cond), runs / "autoencoder"),
+        Stage("generator", lambda: [cond, ex["attributes"], runs / "autoencoder" / "model.pt"],
+              lambda: [ex["generator"], ex["encoder"]],
+              train(generator_cmd, "generator", conditions_csv=cond, autoencoder_run=runs / "autoencoder",
+                    attribute_export=ex["attributes"], export_dir=ex["generator"], encoder_dir=ex["encoder"]),
+              runs / "generator"),
         Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt"],
               lambda: [ex["critic"], ex["refiner"]],
               train(critic_cmd, "critic", conditions_csv=cond, generator_export=ex["generator"],

@@ -1,4 +1,5 @@
-"""`facegen-train generator`: train the conditional NVAE on conditions.csv, evaluate, export."""
+"""`facegen-train generator`: stage 2 of the generator (the conditional NVAE over the autoencoder's
+latent grid), then its evaluation and the exports of the sampler and the encoder."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ from pathlib import Path
 
 import click
 
-from training.cli_filter import _open, step_progress
+from training.cli_filter import step_progress
+
+
+def load_autoencoder(run_dir: Path):
+    """The trained autoencoder (EMA weights and latent scale) of `facegen-train autoencoder`."""
+    import torch
+
+    from training import config as config_io
+    from training.models.autoencoder import Autoencoder
+    from training.train_autoencoder import AutoencoderTrainConfig
+
+    if not (run_dir / "model.pt").exists():
+        raise click.ClickException(f"{run_dir}/model.pt not found: train stage 1 first "
+                                   f"(`facegen-train autoencoder --data DIR --out {run_dir}`)")
+    cfg = config_io.load(AutoencoderTrainConfig, run_dir / "config.json")
+    model = Autoencoder(cfg.model)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu"))
+    return model.eval().requires_grad_(False)
 
 
 @click.command("generator")
@@ -15,88 +33,84 @@ from training.cli_filter import _open, step_progress
 @click.option("--conditions", "conditions_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="file + five conditions per training image (default: <data>/conditions.csv, "
                                  "written by `facegen-train label`)")
+@click.option("--autoencoder", "autoencoder_run", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/autoencoder"), show_default=True, help="stage 1's run folder")
 @click.option("--preset", type=click.Choice(["tiny", "default", "celeba64"]), default="default", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config field, e.g. steps=3000")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/generator"), show_default=True)
 @click.option("--attributes", "attribute_export", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("exports/attributes/1"), show_default=True, help="measures condition fidelity")
+              default=Path("exports/attributes/1"), show_default=True,
+              help="measures condition fidelity (a quick check; the benchmark uses an independent judge)")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="export the EMA sampler here, e.g. exports/generator/1")
-@click.option("--attributes-run", "attributes_runs", type=click.Path(file_okay=False, path_type=Path), multiple=True,
-              default=(Path("runs/attributes"),), show_default=True,
-              help="trained attribute model (PyTorch) used when condition_weight > 0 (it judges prior samples) or "
-                   "detail_weight > 0 (its saliency weighs pixels); give it more than once to average several")
+              help="export the sampler here, e.g. exports/generator/1")
+@click.option("--encoder-export", "encoder_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="export the encoder here (default with --export: exports/encoder/<same version> beside it)")
 @click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=100, show_default=True,
-              help="batches of prior samples that re-estimate the EMA decoder's BatchNorm statistics before the "
+              help="batches of prior samples that re-estimate the EMA prior's BatchNorm statistics before the "
                    "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics)")
 @click.option("--readjust-temperature", type=click.FloatRange(0.0, 2.0), default=0.8, show_default=True)
-def generator_cmd(data, conditions_csv, preset, overrides, out, attribute_export, export_dir, attributes_runs,
-                  readjust_batches, readjust_temperature) -> None:
-    """Train the generator, report bits/dim, KL per group, sample and sweep grids, fidelity."""
-    import numpy as np
+def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out, attribute_export, export_dir,
+                  encoder_dir, readjust_batches, readjust_temperature) -> None:
+    """Train the latent prior on stage 1's grids; report, sample, sweep, export sampler + encoder."""
     from tqdm import tqdm
 
     from training import config as config_io
-    from training.data.conditions import CONDITIONS
-    from training.data.labels import read_conditions_csv
-    from training.data.loader import load_images, split_of
-    from training.data.preprocess import Preprocess
-    from training.eval_generator import condition_fidelity, held_out, sample_grids
+    from training.eval_generator import condition_fidelity, sample_grids
+    from training.generator_data import load_generator_set
     from training.loop import finish_distributed
+    from training.models.latent_prior import LatentPrior, TwoStageSampler
     from training.run_state import RunFolder
-    from training.train_generator import TRAIN_PRESETS, train
+    from training.train_generator import readjust_bn
+    from training.train_latent_prior import TRAIN_PRESETS, encode_set, held_out, train
 
     try:
         cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
+        LatentPrior(cfg.model)  # an inconsistent hierarchy fails here, before the data is read
         run = RunFolder(out, cfg)
-        conds = read_conditions_csv(conditions_csv or data / "conditions.csv")
     except ValueError as exc:
-        raise click.ClickException(f"{exc} (run `facegen-train select` and `facegen-train label` first)") from exc
-    ds = _open(data)
-    by_file = {r.file: r for r in ds.records}
-    records = [by_file[f] for f in sorted(conds) if f in by_file]
-    with tqdm(total=len(records), unit="img", desc="decode") as bar:
-        images, kept, problems = load_images(records, Preprocess(cfg.model.image_size, cfg.model.image_size),
-                                             progress=bar.update)
-    c = np.array([[conds[r.file][k] for k in CONDITIONS] for r in kept], np.float32)
-    is_val = np.array([split_of(r.file, cfg.seed, 0.05, 0.0) == "val" for r in kept], dtype=bool)
-    click.echo(f"{len(kept)} images ({int(is_val.sum())} held out), {len(problems)} skipped")
-    if not (~is_val).any():
-        raise click.ClickException(f"{data}: no images to train on ({len(kept)} readable of {len(records)} labelled, "
-                                   f"{int(is_val.sum())} held out)")
+        raise click.ClickException(str(exc)) from exc
+    autoencoder = load_autoencoder(autoencoder_run)
+    ae_cfg = autoencoder.cfg
+    if (ae_cfg.latent_size, ae_cfg.latent_channels) != (cfg.model.grid_size, cfg.model.data_channels):
+        raise click.ClickException(
+            f"the prior models a {cfg.model.grid_size}×{cfg.model.grid_size}×{cfg.model.data_channels} grid but "
+            f"{autoencoder_run} makes {ae_cfg.latent_size}×{ae_cfg.latent_size}×{ae_cfg.latent_channels}")
+    gs = load_generator_set(data, conditions_csv, ae_cfg.image_size, cfg.seed)
+    train_grids = encode_set(autoencoder, gs.images[~gs.held_out])
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        attributes = None
-        if cfg.needs_judges:
-            from training.train_attributes import load_trained
-
-            attributes = [load_trained(r)[0] for r in attributes_runs]
-        _, ema = train(images[~is_val], c[~is_val], cfg, run, progress=step_progress(bar), attributes=attributes)
+        _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar))
     if not finish_distributed():
         return  # under torchrun, rank 0 alone evaluates and exports
-    model = ema.shadow.eval()
-    # with the statistics of training; a set too small to hold any image out has no held-out score
-    report = {"held_out": None}
-    if is_val.any():
-        report["held_out"] = held_out(model, images[is_val], c[is_val])
+    prior = ema.shadow.eval()
+    report = {"held_out": None, "autoencoder": str(autoencoder_run)}
+    if gs.held_out.any():
+        report["held_out"] = held_out(prior, encode_set(autoencoder, gs.images[gs.held_out])[0],
+                                      gs.conditions[gs.held_out])
     else:
-        click.echo("warning: no image was held out (5 % by file name), so there is no held-out bits/dim", err=True)
+        click.echo("warning: no image was held out (5 % by file name), so there is no held-out score", err=True)
     if readjust_batches:
-        from training.train_generator import readjust_bn
-
-        readjust_bn(model, readjust_temperature, readjust_batches, seed=cfg.seed)
+        readjust_bn(prior, readjust_temperature, readjust_batches, seed=cfg.seed)
         report["readjust_bn"] = {"batches": readjust_batches, "temperature": readjust_temperature}
-    report["grids"] = [str(p) for p in sample_grids(model, run.root)]
+    sampler = TwoStageSampler(prior, autoencoder).eval()
+    report["grids"] = [str(p) for p in sample_grids(sampler, run.root)]
     if attribute_export.exists():
-        report["condition_fidelity"] = condition_fidelity(model, attribute_export)
+        report["condition_fidelity"] = condition_fidelity(sampler, attribute_export)
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()
     click.echo(json.dumps(report, indent=2))
     if export_dir is not None:
         from training.export import export_model
-        from training.models.generator import Sampler
+        from training.models.latent_prior import Encoder
         from training.train_generator import export_spec
+        from training.train_latent_prior import SAMPLING_TWO_STAGE, encoder_spec
 
-        card = {"training_data": {"root": str(data), "images": int((~is_val).sum())},
-                "config": config_io.to_dict(cfg), "metrics": report}
-        card = export_model(Sampler(model), export_spec(model, version=export_dir.name), export_dir, card)
-        click.echo(f"exported to {export_dir} ({card['onnx_bytes'] / 1e6:.2f} MB)")
+        card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
+                "design": "two-stage: autoencoder + conditional NVAE prior over its latent grid",
+                "config": config_io.to_dict(cfg), "autoencoder_config": config_io.to_dict(ae_cfg), "metrics": report}
+        spec = export_spec(sampler, version=export_dir.name, image_size=ae_cfg.image_size, sampling=SAMPLING_TWO_STAGE)
+        written = export_model(sampler, spec, export_dir, card)
+        click.echo(f"exported the sampler to {export_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+        encoder_dir = encoder_dir or export_dir.parent.parent / "encoder" / export_dir.name
+        written = export_model(Encoder(prior, autoencoder).eval(), encoder_spec(sampler, ae_cfg.image_size, encoder_dir.name),
+                               encoder_dir, {**card, "sampler": str(export_dir)})
+        click.echo(f"exported the encoder to {encoder_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")

@@ -1,8 +1,10 @@
 """Faces from an exported generator, under ONNX Runtime: the samples the critic learns to tell
 apart from real images are the very ones the sampler service serves.
 
-Face i with seed s uses `numpy.random.default_rng(s)` noise for every latent group, in the
-order of signature.json's `latent_groups` — the sampler service's contract (services/sampler).
+Face i with seed s draws the noise of every latent group, in the order of signature.json's
+`latent_groups`, from one `numpy.random.default_rng(s)` — the sampler service's contract
+(services/sampler/model.py; this side drew each group from a fresh generator, so training-side
+faces differed from served ones for the same seed).
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from training.export import open_export
+
+
+def noise_for(seed: int, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
 
 
 class OnnxGenerator:
@@ -24,8 +31,7 @@ class OnnxGenerator:
         """uint8 NHWC faces, one per row of `conditions`, face i drawn with seeds[i]."""
         out = []
         for i in range(0, len(conditions), batch):
-            noise = [[np.random.default_rng(int(s)).standard_normal(shape, dtype=np.float32) for shape in self.shapes]
-                     for s in seeds[i : i + batch]]
+            noise = [noise_for(int(s), self.shapes) for s in seeds[i : i + batch]]
             feeds = {"conditions": conditions[i : i + batch].astype(np.float32),
                      "temperature": np.array(temperature, np.float32)}
             for g in range(len(self.shapes)):

@@ -282,14 +282,19 @@ def readjust_bn(model: AttributeGenerator, temperature: float, batches: int = 10
     return model
 
 
-def export_spec(model: AttributeGenerator, version: str = "1"):
+SAMPLING_PIXEL = "z_g = mu_p + temperature * sigma_p * noise_g; image = mean of the logistic mixture"
+
+
+def export_spec(model, version: str = "1", image_size: int | None = None, sampling: str = SAMPLING_PIXEL):
     """The sampler graph: conditions, temperature and one explicit noise tensor per latent group
-    in, uint8 RGB NHWC images out — the same inputs give the same faces on every runtime."""
+    in, uint8 RGB NHWC images out — the same inputs give the same faces on every runtime.
+    `model` is any sampler with `group_shapes` (the single-stage model, or the two-stage one
+    with its `image_size` given)."""
     from training.data.conditions import CONDITIONS
     from training.export import ExportSpec, TensorSpec
 
     shapes = model.group_shapes
-    s = model.cfg.image_size
+    s = image_size or model.cfg.image_size
 
     def make_inputs(batch: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(99 + batch)
@@ -317,6 +322,6 @@ def export_spec(model: AttributeGenerator, version: str = "1"):
             "image": {"height": s, "width": s, "channels": "RGB", "layout": "NHWC", "dtype": "uint8"},
             "conditions": list(CONDITIONS),
             "latent_groups": [list(sh) for sh in shapes],
-            "sampling": "z_g = mu_p + temperature * sigma_p * noise_g; image = mean of the logistic mixture",
+            "sampling": sampling,
         },
     )

@@ -1,8 +1,9 @@
-"""The generator: an NVAE-style hierarchical VAE (Vahdat & Kautz 2020) conditioned on the five
-attributes (a CVAE).
+"""The single-stage generator (the design of the first wave, kept for comparison): an NVAE-style
+hierarchical VAE (Vahdat & Kautz 2020) over pixels, conditioned on the five attributes (a CVAE).
+The shipped generator is two-stage (`autoencoder.py` + `latent_prior.py`).
 
 - The hierarchy is data: `GeneratorConfig.scales` lists each latent scale (resolution, number of
-  groups, feature channels), coarsest first; `AttributeGenerator.__init__` builds everything from it.
+  groups, feature channels), coarsest first; `nvae_hierarchy.Hierarchy` builds it.
 - Bottom-up encoder with residual cells; top-down decoder that, group by group, predicts the prior
   p(z_l | z_<l, c) and (training) the residual posterior q = N(μp + Δμ, σp·Δσ) (NVAE eq. 2).
 - The conditions c enter the first decoder state, modulate every decoder cell (conditional BN) and
@@ -22,14 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.models.layers import ImageInput
-from training.models.nvae_cells import DecoderCell, Down, EncoderCell, Up, soft_clamp
+from training.models.nvae_cells import Down, Up
+from training.models.nvae_hierarchy import Hierarchy, LatentScale
 
-
-@dataclass(frozen=True)
-class LatentScale:
-    resolution: int  # spatial size of this scale's latents and features
-    groups: int  # latent groups at this scale (each with its own prior and posterior)
-    channels: int  # feature channels of the encoder/decoder at this scale
+__all__ = ["GENERATOR_PRESETS", "AttributeGenerator", "GeneratorConfig", "LatentScale", "Sampler"]
 
 
 @dataclass(frozen=True)
@@ -56,103 +53,43 @@ GENERATOR_PRESETS = {
 
 
 class AttributeGenerator(nn.Module):
+    """The single-stage design: the hierarchy over pixels (full-resolution stem, downsampling to
+    the finest latent scale, a discretized-logistic-mixture head)."""
+
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        scales = cfg.scales
-        if any(b.resolution != 2 * a.resolution for a, b in zip(scales, scales[1:], strict=False)):
-            raise ValueError("latent scales must double in resolution, coarsest first")
-        top, fine = scales[0], scales[-1]
-        n_c, lat = cfg.n_conditions, cfg.latent_channels
+        fine = cfg.scales[-1]
         self.input = ImageInput()
-        # ---- bottom-up encoder: full resolution → finest latent scale → … → coarsest
-        self.enc_stem = nn.Conv2d(3 + n_c, cfg.stem, 3, padding=1)
+        self.enc_stem = nn.Conv2d(3 + cfg.n_conditions, cfg.stem, 3, padding=1)
         steps = (cfg.image_size // fine.resolution).bit_length() - 1  # halvings from the image to the finest scale
         if fine.resolution << steps != cfg.image_size or steps < 1:
             raise ValueError("the image size must be the finest latent resolution times a power of two (≥ 2)")
         widths = [cfg.stem] * steps + [fine.channels]
         self.enc_pre = nn.Sequential(*(Down(a, b) for a, b in zip(widths, widths[1:], strict=False)))
-        self.enc_cells = nn.ModuleList()  # finest scale first, one cell per group
-        self.enc_down = nn.ModuleList()
-        for i, s in enumerate(reversed(scales)):
-            self.enc_cells.append(nn.ModuleList(EncoderCell(s.channels) for _ in range(s.groups)))
-            if i + 1 < len(scales):
-                self.enc_down.append(Down(s.channels, scales[-2 - i].channels))
-        # ---- top-down decoder: coarsest first
-        self.h0 = nn.Parameter(torch.zeros(1, top.channels, top.resolution, top.resolution))
-        self.h0_cond = nn.Linear(n_c, top.channels)  # the conditions enter the first decoder state
-        self.prior = nn.ModuleList()
-        self.posterior = nn.ModuleList()
-        self.combine = nn.ModuleList()
-        self.dec_cells = nn.ModuleList()
-        self.dec_up = nn.ModuleList()
-        for i, s in enumerate(scales):
-            for _ in range(s.groups):
-                self.prior.append(nn.Sequential(nn.ELU(), nn.Conv2d(s.channels, 2 * lat, 3, padding=1)))
-                self.posterior.append(nn.Conv2d(2 * s.channels, 2 * lat, 3, padding=1))
-                self.combine.append(nn.Conv2d(s.channels + lat, s.channels, 1))
-                self.dec_cells.append(DecoderCell(s.channels, n_c, cfg.expand))
-            if i + 1 < len(scales):
-                self.dec_up.append(Up(s.channels, scales[i + 1].channels))
+        self.hier = Hierarchy(cfg.scales, cfg.n_conditions, cfg.latent_channels, cfg.expand)
         self.post_up = nn.Sequential(*(Up(a, b) for a, b in zip(widths[::-1], widths[::-1][1:], strict=False)))
         self.head = nn.Conv2d(cfg.stem, 10 * cfg.mixtures, 1)  # per mixture: logit, 3 means, 3 log-scales, 3 coeffs
-        # first group: zero-initialised so its prior starts as a standard normal
-        for m in self.prior:
-            nn.init.zeros_(m[1].weight)
-            nn.init.zeros_(m[1].bias)
 
     # ------------------------------------------------------------------------------------------
     @property
     def group_shapes(self) -> list[tuple[int, int, int]]:
         """(channels, height, width) of every latent group, in decoding order."""
-        return [(self.cfg.latent_channels, s.resolution, s.resolution) for s in self.cfg.scales for _ in range(s.groups)]
+        return self.hier.group_shapes
 
     @property
     def group_areas(self) -> list[int]:
-        return [h * w for _, h, w in self.group_shapes]
+        return self.hier.group_areas
 
     def encode(self, images: torch.Tensor, cond: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder features for each group, in decoding order.
-
-        The encoder runs finest scale first; the decoder coarsest first, and within a scale its
-        first group meets the encoder's last cell there (NVAE's bidirectional pairing)."""
+        """Encoder features for each group, in decoding order."""
         x = self.input(images)
         maps = cond[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-        h = self.enc_pre(F.silu(self.enc_stem(torch.cat([x, maps], dim=1))))
-        per_scale: list[list[torch.Tensor]] = []  # finest scale first
-        for i, cells in enumerate(self.enc_cells):
-            feats = []
-            for cell in cells:
-                h = cell(h)
-                feats.append(h)
-            per_scale.append(feats[::-1])
-            if i < len(self.enc_down):
-                h = self.enc_down[i](h)
-        return [f for feats in reversed(per_scale) for f in feats]
+        return self.hier.encode(self.enc_pre(F.silu(self.enc_stem(torch.cat([x, maps], dim=1)))))
 
     def _top_down(self, cond: torch.Tensor, enc: list[torch.Tensor] | None, noise: list[torch.Tensor] | None,
                   temperature: torch.Tensor | float = 1.0):
-        n = cond.shape[0]
-        h = self.h0.expand(n, -1, -1, -1) + self.h0_cond(cond)[:, :, None, None]
-        kls: list[torch.Tensor] = []
-        g = 0
-        for i, s in enumerate(self.cfg.scales):
-            for _ in range(s.groups):
-                mu_p, log_sig_p = self.prior[g](h).chunk(2, dim=1)
-                log_sig_p = soft_clamp(log_sig_p)
-                if enc is not None:  # training: residual posterior around the prior (NVAE eq. 2)
-                    d_mu, d_log_sig = self.posterior[g](torch.cat([h, enc[g]], dim=1)).chunk(2, dim=1)
-                    d_log_sig = soft_clamp(d_log_sig)
-                    z = mu_p + d_mu + torch.exp(log_sig_p + d_log_sig) * torch.randn_like(mu_p)
-                    # KL(q‖p) for the residual normal depends on Δμ, Δσ and σp only (NVAE eq. 2)
-                    kl = 0.5 * (d_mu.pow(2) * torch.exp(-2 * log_sig_p) + torch.exp(2 * d_log_sig) - 1) - d_log_sig
-                    kls.append(kl.flatten(1).sum(dim=1))
-                else:  # sampling: explicit noise, scaled by the temperature
-                    z = mu_p + temperature * torch.exp(log_sig_p) * noise[g]
-                h = self.dec_cells[g](self.combine[g](torch.cat([h, z], dim=1)), cond)
-                g += 1
-            if i < len(self.dec_up):
-                h = self.dec_up[i](h)
+        h, kls = self.hier.top_down(cond, enc, noise, temperature)
         return self.head(F.silu(self.post_up(h))), kls
 
     def forward(self, images: torch.Tensor, conditions: torch.Tensor, prior_conditions: torch.Tensor | None = None,

@@ -1,0 +1,113 @@
+"""The two-stage generator: autoencoder (stage 1), conditional NVAE over its latent grid (stage 2),
+the exported sampler (same contract as the services expect) and the exported encoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from training.cli import main
+from training.cli_generator import load_autoencoder
+from training.generated import OnnxGenerator
+from training.models.autoencoder import AUTOENCODER_PRESETS, Autoencoder
+from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior
+
+
+def _log(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_autoencoder_trains_with_its_adversarial_term_and_saves_a_normalised_grid(two_stage):
+    run = two_stage / "runs" / "autoencoder"
+    log = _log(run)
+    assert len(log) == 30 and all(np.isfinite(r["loss"]) for r in log)
+    assert np.mean([r["l1"] for r in log[-5:]]) < np.mean([r["l1"] for r in log[:5]])
+    adversarial = [r for r in log if "d_loss" in r]
+    assert adversarial and adversarial[0]["step"] == 15 and all(np.isfinite(r["d_loss"]) for r in adversarial)
+    model = load_autoencoder(run)
+    assert model.latent_scale.min() > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["held_out"] is None or metrics["held_out"]["l1_per_255"] > 0
+
+
+def test_the_grid_is_normalised_and_decodes_back_to_images():
+    ae = Autoencoder(AUTOENCODER_PRESETS["tiny"]).eval()
+    x = torch.randint(0, 256, (6, 64, 64, 3), dtype=torch.uint8)
+    raw = ae.encode_raw(x)
+    assert raw.shape == (6, 4, 16, 16)
+    ae.set_scale(raw)
+    z = ae.encode(x)
+    assert z.mean(dim=(0, 2, 3)).abs().max() < 1e-4 and (z.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
+    assert torch.allclose(ae.decode(z), ae.decode_raw(raw), atol=1e-5)
+
+
+def test_encoder_noise_redraws_the_posterior_mean_through_the_sampler():
+    """What the encoder export hands out, fed to the sampler at temperature 1 with the same
+    conditions, gives exactly the grid the posterior means decode to."""
+    torch.manual_seed(0)
+    prior = LatentPrior(LATENT_PRIOR_PRESETS["tiny"]).eval()
+    grid, cond = torch.randn(3, 4, 16, 16), torch.rand(3, 5)
+    noise = prior.posterior_noise(grid, cond)
+    assert [tuple(n.shape[1:]) for n in noise] == prior.group_shapes
+    h, _ = prior.hier.top_down(cond, prior.encode(grid, cond), None, posterior_mean=True)
+    want = prior.head(h).chunk(2, dim=1)[0]
+    assert torch.allclose(prior.sample(cond, noise, 1.0), want, atol=1e-5)
+
+
+def test_the_sampler_export_keeps_the_services_contract(two_stage):
+    export = two_stage / "exports" / "generator" / "1"
+    sig = json.loads((export / "signature.json").read_text())
+    assert [i["name"] for i in sig["inputs"]][:2] == ["conditions", "temperature"]
+    assert len(sig["latent_groups"]) == len(sig["inputs"]) - 2
+    assert sig["outputs"][0]["dtype"] == "uint8" and "autoencoder" in sig["sampling"]
+    gen = OnnxGenerator(export)
+    cond = np.random.default_rng(0).random((4, 5), dtype=np.float32)
+    a = gen(cond, 0.8, np.arange(7, 11))
+    b = gen(cond, 0.8, np.arange(7, 11))
+    c = gen(cond, 0.8, np.arange(20, 24))
+    assert a.shape == (4, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)  # same seed → same faces
+    assert not np.array_equal(a, c)
+
+
+def test_the_encoder_export_gives_the_sampler_its_noise(two_stage):
+    enc_dir, gen_dir = two_stage / "exports" / "encoder" / "1", two_stage / "exports" / "generator" / "1"
+    sig = json.loads((enc_dir / "signature.json").read_text())
+    gen_sig = json.loads((gen_dir / "signature.json").read_text())
+    assert sig["latent_groups"] == gen_sig["latent_groups"]
+    sess = ort.InferenceSession(str(enc_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    cond = np.full((2, 5), 0.5, np.float32)
+    noise = sess.run(None, {"images": images, "conditions": cond})
+    assert [list(n.shape[1:]) for n in noise] == gen_sig["latent_groups"]
+    gen = ort.InferenceSession(str(gen_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"conditions": cond, "temperature": np.array(1.0, np.float32)}
+    feeds.update({f"noise_{g}": n for g, n in enumerate(noise)})
+    assert gen.run(None, feeds)[0].shape == (2, 64, 64, 3)
+
+
+def test_stage_two_says_what_is_missing(two_stage, synth_root, tmp_path):
+    cond = str(two_stage / "conditions.csv")
+    res = CliRunner().invoke(main, ["generator", "--data", str(synth_root), "--conditions", cond, "--preset", "tiny",
+                                    "--autoencoder", str(tmp_path / "none"), "--out", str(tmp_path / "g")])
+    assert res.exit_code == 1 and "train stage 1 first" in res.output, res.output
+    res = CliRunner().invoke(main, ["generator", "--data", str(synth_root), "--conditions", cond, "--preset", "tiny",
+                                    "--autoencoder", str(two_stage / "runs" / "autoencoder"),
+                                    "--set", "model.data_channels=8", "--out", str(tmp_path / "g2")])
+    assert res.exit_code == 1 and "16×16×8 grid" in res.output and "makes 16×16×4" in res.output, res.output
+
+
+@pytest.mark.parametrize(("command", "bad", "message"), [
+    ("autoencoder", "model.latent_size=7", "latent_size must be image_size / 2**"),
+    ("generator", "model.grid_size=8", "must be the grid size"),
+])
+def test_inconsistent_shapes_are_refused_before_training(command, bad, message, synth_root, tmp_path):
+    res = CliRunner().invoke(main, [command, "--data", str(synth_root), "--preset", "tiny", "--set", bad,
+                                    "--out", str(tmp_path / "a")])
+    assert res.exit_code == 1 and message in res.output, res.output
+    assert not (tmp_path / "a" / "config.json").exists()

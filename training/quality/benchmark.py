@@ -1,0 +1,197 @@
+"""The generator's sample-quality benchmark: what an exported generator draws, judged by judges that
+took no part in training it, each figure printed beside its references from the same run and n.
+
+Real faces come from a labelled set the generator never saw (e.g. `facegen-train synth --seed 101`):
+its female faces split into two disjoint sets A and B of n each. Samples are drawn through the
+exported ONNX graph, as the sampler service draws them (seed → noise by the service's rule),
+with A's conditions, so real and generated differ only in how they look.
+
+References: two real sets (A vs B: the floor every figure is read against) and real vs the same
+faces blurred (A vs blur(A): what "recognisable but soft" scores).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.data.conditions import CONDITIONS
+from training.quality import metrics
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    n: int = 1000  # faces per set (real A, real B, blurred A, samples per temperature)
+    temperatures: tuple[float, ...] = (0.8,)  # the first is the one the goals are judged at (the service default)
+    blur_sigma: float = 1.5  # pixels
+    k: int = 3  # neighbours of precision / recall
+    diversity_groups: int = 64  # condition vectors …
+    diversity_size: int = 8  # … with this many faces each
+    near_frontal: float = 0.2  # |head − 0.5| below this counts as near-frontal for the face detector
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RealSet:
+    images: np.ndarray  # uint8 [N, H, W, 3]
+    conditions: np.ndarray  # float32 [N, 5]
+    skin_tone: np.ndarray  # float32 [N], 0 light … 1 dark
+
+
+def load_real(real_dir: Path, n: int, seed: int, size: int = 64) -> tuple[RealSet, RealSet]:
+    """Two disjoint sets of n female faces from `real_dir/labels.csv` (conditions, `female`,
+    `skin_tone`), shuffled with `seed`."""
+    from training.data.images import load_rgb
+    from training.data.preprocess import Preprocess, crop_and_resize
+
+    labels = Path(real_dir) / "labels.csv"
+    if not labels.exists():
+        raise ValueError(f"{labels} not found: the benchmark needs a labelled set the generator never saw "
+                         "(e.g. `facegen-train synth --out data/bench --n 5000 --seed 101`)")
+    with labels.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("female", "1") == "1"]
+    missing = {"skin_tone", *CONDITIONS} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{labels}: no column(s) {', '.join(sorted(missing))}")
+    if len(rows) < 2 * n:
+        raise ValueError(f"{labels}: {len(rows)} female faces, the benchmark needs 2 × n = {2 * n}")
+    rows.sort(key=lambda r: r["file"])
+    order = np.random.default_rng(seed).permutation(len(rows))[: 2 * n]
+    pre = Preprocess(size, size)
+    sets = []
+    for part in (order[:n], order[n:]):
+        picked = [rows[i] for i in part]
+        images = np.stack([crop_and_resize(load_rgb(Path(real_dir) / r["file"]), pre) for r in picked])
+        cond = np.array([[float(r[c]) for c in CONDITIONS] for r in picked], np.float32)
+        sets.append(RealSet(images, cond, np.array([float(r["skin_tone"]) for r in picked], np.float32)))
+    return sets[0], sets[1]
+
+
+def _haar_rate(images: np.ndarray, head: np.ndarray, band: float) -> tuple[float, int]:
+    from training.data.haar import HaarProbe
+
+    probe = HaarProbe()
+    pick = np.abs(head - 0.5) < band
+    hits = [probe.exactly_one(img) for img in images[pick]]
+    return (float(np.mean(hits)) if hits else float("nan")), int(pick.sum())
+
+
+def _judge_mae(judge, images: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
+    err = np.abs(judge(images) - wanted).mean(axis=0)
+    return {c: float(e) for c, e in zip(CONDITIONS, err, strict=True)}
+
+
+def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: BenchmarkConfig = BenchmarkConfig(),
+             log=print, samples_png: Path | None = None) -> dict:
+    """Every figure of the benchmark for `generator_export`, with its references (a dict)."""
+    from training.generated import OnnxGenerator
+    from training.quality.feature_net import features, load_feature_net
+    from training.select import OnnxImageModel
+
+    a, b = load_real(real_dir, cfg.n, cfg.seed)
+    net = load_feature_net()
+    judge = OnnxImageModel(judge_export)
+    gen = OnnxGenerator(generator_export)
+    log(f"real sets: 2 × {cfg.n} female faces from {real_dir}; features: MobileNetV2 (ImageNet), pooled, 1280-d")
+    f_a, f_b = features(net, a.images), features(net, b.images)
+    blurred = metrics.gaussian_blur(a.images, cfg.blur_sigma)
+    f_blur = features(net, blurred)
+    lum_a = metrics.skin_luminance(a.images)
+    cuts = metrics.thirds_thresholds(lum_a, a.skin_tone)
+    rng = np.random.default_rng(cfg.seed + 1)
+    picks = np.stack([rng.choice(cfg.n, cfg.diversity_size, replace=False) for _ in range(cfg.diversity_groups)])
+    refs = {
+        "fd_real_real": metrics.frechet_distance(f_a, f_b),
+        "fd_real_blurred": metrics.frechet_distance(f_a, f_blur),
+        "precision_recall_real_real": metrics.precision_recall(f_a, f_b, cfg.k),
+        "precision_recall_real_blurred": metrics.precision_recall(f_a, f_blur, cfg.k),
+        "haar_real": _haar_rate(a.images, a.conditions[:, CONDITIONS.index("head")], cfg.near_frontal)[0],
+        "diversity_real_random": metrics.diversity(a.images[picks]),
+        "skin_std_real": float(lum_a.std()),
+        "skin_thirds_real": metrics.skin_thirds(lum_a, cuts),
+        "skin_luminance_vs_tone_corr": float(np.corrcoef(lum_a, a.skin_tone)[0, 1]),
+        "judge_mae_real": _judge_mae(judge, a.images, a.conditions),
+    }
+    report = {"n": cfg.n, "generator": str(generator_export), "judge": str(judge_export), "real": str(real_dir),
+              "references": refs, "samples": {}}
+    head = CONDITIONS.index("head")
+    for t in cfg.temperatures:
+        seeds = np.arange(cfg.seed, cfg.seed + cfg.n)
+        images = gen(a.conditions, t, seeds)
+        if samples_png is not None and t == cfg.temperatures[0]:
+            from training.eval_generator import grid
+
+            grid(images[:64], 8).save(samples_png)
+        f_g = features(net, images)
+        g_cond = np.repeat(a.conditions[np.arange(cfg.diversity_groups) % cfg.n], cfg.diversity_size, axis=0)
+        g_seeds = np.arange(10**6, 10**6 + len(g_cond)) + cfg.seed
+        groups = gen(g_cond, t, g_seeds).reshape(cfg.diversity_groups, cfg.diversity_size, *images.shape[1:])
+        lum = metrics.skin_luminance(images)
+        fd = metrics.frechet_distance(f_a, f_g)
+        p, r = metrics.precision_recall(f_a, f_g, cfg.k)
+        haar, frontal = _haar_rate(images, a.conditions[:, head], cfg.near_frontal)
+        mae = _judge_mae(judge, images, a.conditions)
+        report["samples"][str(t)] = {
+            "temperature": t, "fd": fd, "fd_over_blurred": fd / refs["fd_real_blurred"], "precision": p, "recall": r,
+            "haar": haar, "near_frontal": frontal, "diversity": metrics.diversity(groups),
+            "skin_std": float(lum.std()), "skin_std_over_real": float(lum.std()) / max(refs["skin_std_real"], 1e-9),
+            "skin_thirds": metrics.skin_thirds(lum, cuts), "judge_mae": mae, "judge_mae_max": max(mae.values()),
+        }
+        log(f"T = {t}: FD {fd:.1f}, precision {p:.3f}, recall {r:.3f}, Haar {haar:.3f}")
+    report["goals"] = goals(report)
+    return report
+
+
+GOALS = {  # (figure, how it passes), judged at the first temperature
+    "fd_over_blurred": ("FD ≤ 0.15 × blurred-real FD", lambda s, r: s["fd_over_blurred"] <= 0.15),
+    "precision": ("precision ≥ 0.5", lambda s, r: s["precision"] >= 0.5),
+    "recall": ("recall ≥ 0.3", lambda s, r: s["recall"] >= 0.3),
+    "haar": ("Haar exactly-one-face, near-frontal ≥ 0.9", lambda s, r: s["haar"] >= 0.9),
+    "skin": ("skin spread ≥ 0.7 × real, every third drawn (≥ 5 %)",
+             lambda s, r: s["skin_std_over_real"] >= 0.7 and min(s["skin_thirds"].values()) >= 0.05),
+    "diversity": ("diversity at fixed conditions ≥ 0.08", lambda s, r: s["diversity"] >= 0.08),
+    "judge_mae": ("each condition's MAE by the independent judge ≤ 0.06", lambda s, r: s["judge_mae_max"] <= 0.06),
+}
+
+
+def goals(report: dict) -> dict[str, dict]:
+    first = next(iter(report["samples"].values()))
+    return {k: {"goal": text, "met": bool(check(first, report["references"]))} for k, (text, check) in GOALS.items()}
+
+
+def table(report: dict) -> str:
+    """The benchmark as a Markdown table: samples per temperature beside the references."""
+    refs, samples = report["references"], report["samples"]
+    temps = list(samples)
+    head = "| measure | " + " | ".join(f"samples T = {t}" for t in temps) + " | references (same run, same n) |"
+    rows = [head, "|---|" + "---|" * len(temps) + "---|"]
+
+    def row(name: str, values: list[str], ref: str) -> None:
+        rows.append(f"| {name} | " + " | ".join(values) + f" | {ref} |")
+
+    prr, prb = refs["precision_recall_real_real"], refs["precision_recall_real_blurred"]
+    row("Fréchet distance, MobileNetV2 features", [f"{samples[t]['fd']:.1f} ({samples[t]['fd_over_blurred']:.2f} × blurred)"
+                                                   for t in temps],
+        f"real A vs real B {refs['fd_real_real']:.1f}; real vs blurred (σ = 1.5 px) {refs['fd_real_blurred']:.1f}")
+    row(f"precision / recall (k = {3})", [f"{samples[t]['precision']:.3f} / {samples[t]['recall']:.3f}" for t in temps],
+        f"real / real {prr[0]:.3f} / {prr[1]:.3f}; real / blurred {prb[0]:.3f} / {prb[1]:.3f}")
+    row("Haar exactly one face, near-frontal", [f"{samples[t]['haar']:.3f} (of {samples[t]['near_frontal']})" for t in temps],
+        f"real {refs['haar_real']:.3f}")
+    row("diversity at fixed conditions", [f"{samples[t]['diversity']:.3f}" for t in temps],
+        f"random real faces {refs['diversity_real_random']:.3f}")
+    row("skin luminance spread (std)", [f"{samples[t]['skin_std']:.3f} ({samples[t]['skin_std_over_real']:.2f} × real)"
+                                        for t in temps], f"real {refs['skin_std_real']:.3f}")
+    thirds = lambda d: " / ".join(f"{d[k]:.2f}" for k in ("light", "mid", "dark"))  # noqa: E731
+    row("skin thirds light / mid / dark", [thirds(samples[t]["skin_thirds"]) for t in temps],
+        f"real {thirds(refs['skin_thirds_real'])}")
+    for c in CONDITIONS:
+        row(f"{c} MAE, independent judge", [f"{samples[t]['judge_mae'][c]:.3f}" for t in temps],
+            f"judge on real faces {refs['judge_mae_real'][c]:.3f}")
+    met = report["goals"]
+    rows.append("")
+    rows.append("Goals at T = " + temps[0] + ": " + "; ".join(f"{g['goal']}: {'met' if g['met'] else 'NOT met'}"
+                                                       for g in met.values()))
+    return "\n".join(rows)

@@ -1,0 +1,175 @@
+"""Train stage 2 of the generator: the conditional NVAE over the autoencoder's latent grid.
+
+The loss is NVAE's negative ELBO with the grid as data: the Gaussian NLL of the grid plus the
+KL of every latent group, with KL warm-up and balancing, spectral regularisation and the
+BatchNorm-scale penalty (the same terms as the single-stage model, `train_generator.nelbo`).
+The autoencoder is frozen: its grids are computed once (for each face and its mirror image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from training import loop, losses
+from training.data.conditions import CONDITIONS
+from training.models.autoencoder import Autoencoder
+from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
+from training.run_state import RunFolder
+from training.train_generator import EMA
+
+
+@dataclass(frozen=True)
+class LatentPriorTrainConfig:
+    model: LatentPriorConfig = field(default_factory=LatentPriorConfig)
+    batch_size: int = 32
+    steps: int = 6000
+    lr: float = 2e-3
+    weight_decay: float = 3e-4
+    warmup_steps: int = 200
+    kl_warmup_fraction: float = 0.3  # the KL coefficient ramps 0 → 1 over this share of training
+    kl_balance: bool = True
+    spectral_weight: float = 1e-2
+    bn_weight: float = 1e-2
+    ema_decay: float = 0.999
+    flip: bool = True  # mirrored faces are turned the other way: head → 1 − head
+    eval_every: int = 500
+    snapshot_every: int = 1000  # EMA weights kept as snapshots/stepNNNNNN.pt (quality against training time); 0 = none
+    seed: int = 0
+    threads: int = 0
+
+
+TRAIN_PRESETS = {
+    "tiny": LatentPriorTrainConfig(model=LATENT_PRIOR_PRESETS["tiny"], batch_size=8, steps=30, warmup_steps=5,
+                                   eval_every=10, ema_decay=0.9),
+    "default": LatentPriorTrainConfig(),
+    "celeba64": LatentPriorTrainConfig(model=LATENT_PRIOR_PRESETS["celeba64"], batch_size=64, steps=200_000),
+}
+
+
+@torch.no_grad()
+def encode_set(autoencoder: Autoencoder, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grids of the faces, grids of their mirror images), normalised: the prior's data."""
+    autoencoder.eval()
+    out = []
+    for flip in (False, True):
+        grids = []
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(images[i : i + batch])
+            grids.append(autoencoder.encode(x.flip(2) if flip else x))
+        out.append(torch.cat(grids))
+    return out[0], out[1]
+
+
+def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tensor, step: int,
+                  cfg: LatentPriorTrainConfig, spectral: losses.SpectralRegularizer | None = None) -> dict:
+    """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G]}."""
+    net = getattr(model, "module", model)
+    nll, kls = model(grid, conditions)
+    kl_all = torch.stack(kls, dim=1)  # [N, G]
+    beta = losses.kl_warmup(step, int(cfg.kl_warmup_fraction * cfg.steps))
+    alpha = losses.group_alpha(net.hier.group_areas, net.hier.groups_per_scale)
+    if cfg.kl_balance:
+        kl_weighted, _ = losses.kl_balance(kl_all, beta, alpha)
+    else:
+        kl_weighted = beta * kl_all.sum(1)
+    penalty = torch.zeros((), device=grid.device)
+    if cfg.spectral_weight and spectral is not None:
+        penalty = penalty + cfg.spectral_weight * spectral()
+    if cfg.bn_weight:
+        penalty = penalty + cfg.bn_weight * losses.bn_scale_penalty(net)
+    dims = float(np.prod(grid.shape[1:]))
+    loss = ((nll + kl_weighted).mean() + penalty) / dims
+    return {"loss": loss, "nelbo": (nll + kl_all.sum(1)).detach(), "kl_groups": kl_all.detach().mean(0)}
+
+
+def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg: LatentPriorTrainConfig,
+          run: RunFolder, progress=None) -> tuple[LatentPrior, EMA]:
+    """grids: (faces, mirrored faces) [N, C, S, S] from `encode_set`; conditions float [N, 5]."""
+    torch.manual_seed(cfg.seed)
+    model = LatentPrior(cfg.model)
+    ema = EMA(model, cfg.ema_decay)
+    spectral = losses.SpectralRegularizer(model)
+    plain, mirrored = grids
+    c_all = torch.from_numpy(conditions.astype(np.float32))
+    head = CONDITIONS.index("head")
+
+    def make_batch(step: int, gen: torch.Generator):
+        idx = torch.randint(len(plain), (cfg.batch_size,), generator=gen)
+        g, c = plain[idx], c_all[idx].clone()
+        if cfg.flip:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            g = torch.where(flip[:, None, None, None], mirrored[idx], g)
+            c[flip, head] = 1.0 - c[flip, head]
+        return g, c, step
+
+    def loss_fn(m: LatentPrior, batch) -> torch.Tensor:
+        g, c, step = batch
+        return negative_elbo(m, g, c, step, cfg, spectral)["loss"]
+
+    loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
+    def on_step(step: int) -> None:
+        ema.update(model)
+        lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        if lead and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+            (run.root / "snapshots").mkdir(exist_ok=True)
+            torch.save(ema.shadow.state_dict(), run.root / "snapshots" / f"step{step + 1:06d}.pt")
+
+    loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress, on_step=on_step,
+             extra_state={"ema": ema, "spectral": spectral}, distributed=True)
+    return model.cpu(), ema.cpu()
+
+
+@torch.no_grad()
+def held_out(model: LatentPrior, grids: torch.Tensor, conditions: np.ndarray, batch: int = 128) -> dict:
+    """Negative ELBO of held-out grids in nats per grid dimension, mean KL per group, active groups."""
+    model.eval()
+    total, kl_sum, n = 0.0, None, 0
+    for i in range(0, len(grids), batch):
+        g, c = grids[i : i + batch], torch.from_numpy(conditions[i : i + batch].astype(np.float32))
+        nll, kls = model(g, c)
+        k = torch.stack(kls, 1)
+        total += float((nll + k.sum(1)).sum())
+        kl_sum = k.sum(0) if kl_sum is None else kl_sum + k.sum(0)
+        n += len(g)
+    kl = (kl_sum / max(n, 1)).tolist() if kl_sum is not None else []
+    dims = int(np.prod(grids.shape[1:]))
+    return {"nats_per_dim": total / max(n, 1) / dims, "kl_per_group": kl, "active_groups": sum(k > 0.1 for k in kl),
+            "groups": len(kl), "n": n}
+
+
+SAMPLING_TWO_STAGE = ("z_g = mu_p + temperature * sigma_p * noise_g over the latent grid's hierarchy; "
+                      "grid = the prior's Gaussian mean; image = the autoencoder's decoder(grid)")
+
+
+def encoder_spec(sampler, image_size: int, version: str = "1"):
+    """The encoder graph: uint8 RGB NHWC faces + their conditions in; per latent group the noise
+    that redraws them through the sampler at temperature 1 (posterior means) out."""
+    from training.export import ExportSpec, TensorSpec
+
+    shapes = sampler.group_shapes
+
+    def make_inputs(batch: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(77 + batch)
+        return {"images": rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
+                "conditions": rng.random((batch, len(CONDITIONS)), dtype=np.float32)}
+
+    return ExportSpec(
+        model="encoder",
+        version=version,
+        inputs=(TensorSpec("images", "uint8", ("batch", image_size, image_size, 3), (0, 255), "RGB faces, NHWC"),
+                TensorSpec("conditions", "float32", ("batch", len(CONDITIONS)), (0.0, 1.0),
+                           "the faces' conditions (as the attributes service measures them)")),
+        outputs=tuple(TensorSpec(f"noise_{g}", "float32", ("batch", *shape), None,
+                                 "the sampler's noise_g that redraws this face at temperature 1")
+                      for g, shape in enumerate(shapes)),
+        make_inputs=make_inputs,
+        atol=1e-3,
+        extra={"image": {"height": image_size, "width": image_size, "channels": "RGB", "layout": "NHWC",
+                         "dtype": "uint8"},
+               "conditions": list(CONDITIONS),
+               "latent_groups": [list(sh) for sh in shapes],
+               "use": "feed noise_g to exports/generator with new conditions and temperature 1 to edit the face"},
+    )
