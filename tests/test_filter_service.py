@@ -171,6 +171,34 @@ def test_dataset_outside_allowed_roots_is_refused(server, stub, tmp_path):
     assert result.status_code == 403 and "allowed" in result.json()["error"], result.text
 
 
+def test_links_out_of_the_dataset_are_not_followed(stub, datasets, tmp_path):
+    """A symlink inside an allowed folder that leads out of it is refused unread, with one reason
+    whether its target exists (an image elsewhere, /etc/shadow) or not; links inside are followed;
+    a NUL byte in the path is the caller's error (was INTERNAL)."""
+    root = datasets / "links"
+    (root / "Female").mkdir(parents=True)
+    face = next((datasets / "synth" / "Female").glob("*.png"))
+    shutil.copy(face, root / "Female" / "ok.png")
+    outside = tmp_path / "outside.png"
+    shutil.copy(face, outside)
+    (root / "Female" / "inside.png").symlink_to(root / "Female" / "ok.png")
+    (root / "Female" / "outside.png").symlink_to(outside)
+    (root / "Female" / "shadow.png").symlink_to("/etc/shadow")
+    (root / "Female" / "missing.png").symlink_to(tmp_path / "no-such.png")
+    (root / "Female" / "loop.png").symlink_to(root / "Female" / "loop.png")
+    (root / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    events = list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(root), threshold=0.5), timeout=60))
+    by = {e.decision.file: e.decision for e in events if e.WhichOneof("event") == "decision"}
+    assert by["Female/ok.png"].HasField("p_female") and by["Female/inside.png"].HasField("p_female")
+    for name in ("outside", "shadow", "missing", "loop"):
+        d = by[f"Female/{name}.png"]
+        assert d.reason == "unreadable: a link that leads outside the dataset" and not d.HasField("p_female"), d
+    assert not any(f.startswith("elsewhere") for f in by)
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(root) + "\x00x"), timeout=30))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in err.value.details()
+
+
 def test_http_task_failures_say_what_was_wrong(server, datasets, jobs, tmp_path):
     """A task fails after its submit was accepted; its result must still say why, as a 4xx."""
     cases = [({"dataset": str(datasets / "no-such-set")}, 400, "not found"),

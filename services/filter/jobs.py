@@ -46,6 +46,8 @@ def resolve_dataset(path: str, allowed_roots: list[Path]) -> Path:
     """The real path of `path` if it is a folder inside an allowed root (symlinks resolved)."""
     if not path:
         raise BadRequest("no dataset path given")
+    if "\x00" in path:
+        raise BadRequest("the dataset path holds a NUL byte")
     real = Path(path).resolve()
     if not any(real == root or root in real.parents for root in (r.resolve() for r in allowed_roots)):
         roots = ", ".join(str(r) for r in allowed_roots) or "none configured"
@@ -95,11 +97,23 @@ def job_id_for(source: Path | str, threshold: float, model_sha: str) -> str:
     return hashlib.sha256(f"{source}|{job_threshold(threshold):.6f}|{model_sha}".encode()).hexdigest()[:16]
 
 
+OUTSIDE = "unreadable: a link that leads outside the dataset"
+
+
 def _decode(root: Path, file: str, height: int, width: int) -> np.ndarray | str:
+    """A file of the dataset at the model's size, or why not. `root` is the dataset's real path:
+    a symbolic link is followed only when its target lies inside it, and a link that leads out is
+    refused before anything is opened, with one reason whether or not its target exists (a
+    different error would tell a caller which files exist elsewhere)."""
     if Path(file).suffix.lower() not in IMAGE_SUFFIXES:
         return "unreadable: not an image file"
     try:
+        real_root = root.resolve()
+        if real_root not in (real_root / file).resolve().parents:
+            return OUTSIDE
         return imgs.fit(imgs.decode((root / file).read_bytes()), height, width)
+    except RuntimeError:  # a symlink loop (Python 3.11 raises RuntimeError from resolve)
+        return OUTSIDE
     except (imgs.InvalidImage, OSError) as exc:
         return f"unreadable: {exc}"
 
