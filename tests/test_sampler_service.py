@@ -64,6 +64,20 @@ def test_same_seed_same_faces_on_both_transports(server):
             assert np.array_equal(np.frombuffer(face.raw.pixels, np.uint8).reshape(64, 64, 3), ref)
 
 
+def test_a_condition_left_out_means_the_same_on_both_transports(server):
+    """Left out, a condition is 0.5 over HTTP and over gRPC (gRPC read proto3's 0.0: a head turned left)."""
+    body = {"conditions": [{"eyes": 0.9}], "count": 2, "seed": 5}
+    http = httpx.post(f"{server.url}/sample", json=body, timeout=60).json()
+    explicit = httpx.post(f"{server.url}/sample", json={**body, "conditions": [
+        {"eyes": 0.9, "mouth": 0.5, "hair_color": 0.5, "background": 0.5, "head": 0.5}]}, timeout=60).json()
+    assert [f["png"] for f in http["faces"]] == [f["png"] for f in explicit["faces"]]
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        resp = rpc.SamplerServiceStub(ch).Sample(pb.SampleRequest(conditions=[pb.Conditions(eyes=0.9)], count=2, seed=5))
+    assert [f.conditions.head for f in resp.faces] == [0.5, 0.5]
+    for face, ref in zip(resp.faces, http["faces"], strict=True):
+        assert np.array_equal(_png(face.png), _png(base64.b64decode(ref["png"])))
+
+
 @pytest.mark.parametrize(
     "change, needle",
     [

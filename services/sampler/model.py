@@ -17,6 +17,9 @@ from services.core.errors import BadRequest
 from services.core.runtime import BatchedModel, ServingConfig
 
 DEFAULT_TEMPERATURE = 0.8
+# a condition a request leaves out: the middle of its range, on both transports (proto3 would
+# otherwise read 0.0, i.e. "head turned left")
+OMITTED_CONDITION = 0.5
 MAX_TEMPERATURE = 2.0
 
 

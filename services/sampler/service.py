@@ -19,17 +19,17 @@ from services.core.bento import ModelService, port_check, status_app
 from services.core.images import encode_png
 from services.core.proto import pb, rpc
 from services.core.runtime import grpc_call, http_call, remaining
-from services.sampler.model import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, SamplerModel
+from services.sampler.model import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, OMITTED_CONDITION, SamplerModel
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ConditionsIn(BaseModel):
-    eyes: Unit = 0.5
-    mouth: Unit = 0.5
-    hair_color: Unit = 0.5
-    background: Unit = 0.5
-    head: Unit = 0.5
+    eyes: Unit = OMITTED_CONDITION
+    mouth: Unit = OMITTED_CONDITION
+    hair_color: Unit = OMITTED_CONDITION
+    background: Unit = OMITTED_CONDITION
+    head: Unit = OMITTED_CONDITION
 
 
 def _faces(model: SamplerModel, spec, images: np.ndarray) -> list[tuple[bytes, int, dict[str, float]]]:
@@ -44,7 +44,7 @@ class SamplerServicer(rpc.SamplerServiceServicer):
     async def Sample(self, request, context):
         async with grpc_call(self.model.metrics, "Sample", context):
             names = self.model.conditions
-            conds = [[getattr(c, n) for n in names] for c in request.conditions]
+            conds = [[getattr(c, n) if c.HasField(n) else OMITTED_CONDITION for n in names] for c in request.conditions]
             temperature = request.temperature if request.HasField("temperature") else None
             spec = self.model.validate(conds, request.count, temperature, request.seed)
             images = await self.model.sample(spec, remaining(context))
