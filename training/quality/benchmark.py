@@ -84,21 +84,28 @@ def _judge_mae(judge, images: np.ndarray, wanted: np.ndarray) -> dict[str, float
     return {c: float(e) for c, e in zip(CONDITIONS, err, strict=True)}
 
 
-def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: BenchmarkConfig = BenchmarkConfig(),
-             log=print, samples_png: Path | None = None) -> dict:
-    """Every figure of the benchmark for `generator_export`, with its references (a dict)."""
-    from training.generated import OnnxGenerator
+@dataclass
+class Judges:
+    """The benchmark's fixed parts, built once: the real sets, the feature net, the attribute
+    judge, the references and the real sets' features."""
+    a: RealSet
+    b: RealSet
+    net: object
+    judge: object
+    cuts: tuple[float, float]
+    f_a: np.ndarray
+    references: dict
+
+
+def judges(real_dir: Path, judge_export: Path, cfg: BenchmarkConfig, log=print) -> Judges:
     from training.quality.feature_net import features, load_feature_net
     from training.select import OnnxImageModel
 
     a, b = load_real(real_dir, cfg.n, cfg.seed)
-    net = load_feature_net()
-    judge = OnnxImageModel(judge_export)
-    gen = OnnxGenerator(generator_export)
+    net, judge = load_feature_net(), OnnxImageModel(judge_export)
     log(f"real sets: 2 × {cfg.n} female faces from {real_dir}; features: MobileNetV2 (ImageNet), pooled, 1280-d")
     f_a, f_b = features(net, a.images), features(net, b.images)
-    blurred = metrics.gaussian_blur(a.images, cfg.blur_sigma)
-    f_blur = features(net, blurred)
+    f_blur = features(net, metrics.gaussian_blur(a.images, cfg.blur_sigma))
     lum_a = metrics.skin_luminance(a.images)
     cuts = metrics.thirds_thresholds(lum_a, a.skin_tone)
     rng = np.random.default_rng(cfg.seed + 1)
@@ -115,32 +122,52 @@ def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: Be
         "skin_luminance_vs_tone_corr": float(np.corrcoef(lum_a, a.skin_tone)[0, 1]),
         "judge_mae_real": _judge_mae(judge, a.images, a.conditions),
     }
-    report = {"n": cfg.n, "generator": str(generator_export), "judge": str(judge_export), "real": str(real_dir),
-              "references": refs, "samples": {}}
-    head = CONDITIONS.index("head")
-    for t in cfg.temperatures:
-        seeds = np.arange(cfg.seed, cfg.seed + cfg.n)
-        images = gen(a.conditions, t, seeds)
-        if samples_png is not None and t == cfg.temperatures[0]:
-            from training.eval_generator import grid
+    return Judges(a, b, net, judge, cuts, f_a, refs)
 
-            grid(images[:64], 8).save(samples_png)
-        f_g = features(net, images)
-        g_cond = np.repeat(a.conditions[np.arange(cfg.diversity_groups) % cfg.n], cfg.diversity_size, axis=0)
-        g_seeds = np.arange(10**6, 10**6 + len(g_cond)) + cfg.seed
-        groups = gen(g_cond, t, g_seeds).reshape(cfg.diversity_groups, cfg.diversity_size, *images.shape[1:])
-        lum = metrics.skin_luminance(images)
-        fd = metrics.frechet_distance(f_a, f_g)
-        p, r = metrics.precision_recall(f_a, f_g, cfg.k)
-        haar, frontal = _haar_rate(images, a.conditions[:, head], cfg.near_frontal)
-        mae = _judge_mae(judge, images, a.conditions)
-        report["samples"][str(t)] = {
-            "temperature": t, "fd": fd, "fd_over_blurred": fd / refs["fd_real_blurred"], "precision": p, "recall": r,
-            "haar": haar, "near_frontal": frontal, "diversity": metrics.diversity(groups),
-            "skin_std": float(lum.std()), "skin_std_over_real": float(lum.std()) / max(refs["skin_std_real"], 1e-9),
-            "skin_thirds": metrics.skin_thirds(lum, cuts), "judge_mae": mae, "judge_mae_max": max(mae.values()),
-        }
-        log(f"T = {t}: FD {fd:.1f}, precision {p:.3f}, recall {r:.3f}, Haar {haar:.3f}")
+
+def sample_figures(generate, j: Judges, cfg: BenchmarkConfig, t: float, samples_png: Path | None = None) -> dict:
+    """Every figure of the samples at temperature t, `generate(conditions, t, seeds)` → uint8
+    faces: faces for real set A's conditions (seeds
+    seed … seed + n − 1), and groups of faces for fixed conditions for the diversity."""
+    from training.quality.feature_net import features
+
+    a, refs = j.a, j.references
+    images = generate(a.conditions, t, np.arange(cfg.seed, cfg.seed + cfg.n))
+    if samples_png is not None:
+        from training.eval_generator import grid
+
+        grid(images[:64], 8).save(samples_png)
+    f_g = features(j.net, images)
+    g_cond = np.repeat(a.conditions[np.arange(cfg.diversity_groups) % cfg.n], cfg.diversity_size, axis=0)
+    g_seeds = np.arange(10**6, 10**6 + len(g_cond)) + cfg.seed
+    groups = generate(g_cond, t, g_seeds).reshape(cfg.diversity_groups, cfg.diversity_size, *images.shape[1:])
+    lum = metrics.skin_luminance(images)
+    fd = metrics.frechet_distance(j.f_a, f_g)
+    p, r = metrics.precision_recall(j.f_a, f_g, cfg.k)
+    haar, frontal = _haar_rate(images, a.conditions[:, CONDITIONS.index("head")], cfg.near_frontal)
+    mae = _judge_mae(j.judge, images, a.conditions)
+    return {
+        "temperature": t, "fd": fd, "fd_over_blurred": fd / refs["fd_real_blurred"], "precision": p, "recall": r,
+        "haar": haar, "near_frontal": frontal, "diversity": metrics.diversity(groups),
+        "skin_std": float(lum.std()), "skin_std_over_real": float(lum.std()) / max(refs["skin_std_real"], 1e-9),
+        "skin_thirds": metrics.skin_thirds(lum, j.cuts), "judge_mae": mae, "judge_mae_max": max(mae.values()),
+    }
+
+
+def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: BenchmarkConfig = BenchmarkConfig(),
+             log=print, samples_png: Path | None = None) -> dict:
+    """Every figure of the benchmark for `generator_export` (drawn through ONNX Runtime, as the
+    sampler service draws), with its references (a dict)."""
+    from training.generated import OnnxGenerator
+
+    j = judges(real_dir, judge_export, cfg, log)
+    gen = OnnxGenerator(generator_export)
+    report = {"n": cfg.n, "generator": str(generator_export), "judge": str(judge_export), "real": str(real_dir),
+              "references": j.references, "samples": {}}
+    for i, t in enumerate(cfg.temperatures):
+        s = sample_figures(gen, j, cfg, t, samples_png if i == 0 else None)
+        report["samples"][str(t)] = s
+        log(f"T = {t}: FD {s['fd']:.1f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, Haar {s['haar']:.3f}")
     report["goals"] = goals(report)
     return report
 

@@ -1,0 +1,101 @@
+"""Sample quality against training time for a two-stage generator run: every snapshot of the
+prior's EMA weights (runs/generator/snapshots/, one per `snapshot_every` steps) with the final
+autoencoder, judged by the benchmark (same real sets, judge and references for every point).
+The x axis is wall time since stage 1 started (stage 1's time, then stage 2's up to the snapshot).
+
+  PYTHONPATH=. python tests/perf/quality_curve.py --run runs/generator --autoencoder runs/autoencoder \
+      --n 500 --out training/assets/generator_quality_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import config as config_io
+from training.cli_generator import load_autoencoder
+from training.generated import noise_for
+from training.models.latent_prior import LatentPrior, TwoStageSampler
+from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
+from training.train_generator import readjust_bn
+from training.train_latent_prior import LatentPriorTrainConfig
+
+
+def _elapsed(log: Path) -> dict[int, float]:
+    """step + 1 → seconds since the run's first step (resumed runs: gaps between sessions left out)."""
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    out, total, last = {}, 0.0, None
+    for r in rows:
+        if last is not None:
+            total += min(max(r["time"] - last, 0.0), 60.0)  # a pause (a resume) counts as one step
+        last = r["time"]
+        out[r["step"] + 1] = total
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=Path("runs/generator"))
+    ap.add_argument("--autoencoder", type=Path, default=Path("runs/autoencoder"))
+    ap.add_argument("--data", type=Path, default=Path("data/bench"))
+    ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--out", type=Path, default=Path("training/assets/generator_quality_curve.png"))
+    args = ap.parse_args()
+    cfg = BenchmarkConfig(n=args.n, temperatures=(args.temperature,))
+    j = judges(args.data, args.judge, cfg)
+    ae = load_autoencoder(args.autoencoder)
+    ae_seconds = max(_elapsed(args.autoencoder / "log.jsonl").values())
+    prior_time = _elapsed(args.run / "log.jsonl")
+    run_cfg = config_io.load(LatentPriorTrainConfig, args.run / "config.json")
+    points = []
+    for snap in sorted((args.run / "snapshots").glob("step*.pt")):
+        step = int(snap.stem[4:])
+        prior = LatentPrior(run_cfg.model)
+        prior.load_state_dict(torch.load(snap, map_location="cpu"))
+        readjust_bn(prior, 0.8, 20)
+        sampler = TwoStageSampler(prior, ae).eval()
+
+        @torch.no_grad()
+        def generate(cond, t, seeds, sampler=sampler):
+            out = []
+            for i in range(0, len(cond), 250):
+                noise = [noise_for(int(s), sampler.group_shapes) for s in seeds[i : i + 250]]
+                zs = [torch.from_numpy(np.stack([z[g] for z in noise])) for g in range(len(sampler.group_shapes))]
+                out.append(sampler.sample(torch.from_numpy(cond[i : i + 250]), zs, t).numpy())
+            return np.concatenate(out)
+
+        fig = sample_figures(generate, j, cfg, args.temperature)
+        minutes = (ae_seconds + prior_time.get(step, 0.0)) / 60
+        points.append({"step": step, "minutes": minutes, **fig})
+        print(f"step {step}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
+              f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
+              f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"references": j.references, "points": points}, indent=2) + "\n")
+    _plot(points, j.references, args.out, ae_seconds / 60)
+
+
+def _plot(points: list[dict], refs: dict, out: Path, stage1_minutes: float) -> None:
+    from training.plots import line_panels
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    line_panels(out, [p["minutes"] for p in points], [
+        {"title": "Frechet distance (MobileNetV2)", "lines": {"samples": [p["fd"] for p in points]},
+         "refs": {"real vs blurred real": refs["fd_real_blurred"], "goal 0.15 x blurred": 0.15 * refs["fd_real_blurred"],
+                  "two real sets": refs["fd_real_real"]}},
+        {"title": "precision / recall / Haar one face", "ylim": (0.0, 1.0),
+         "lines": {k: [p[k] for p in points] for k in ("precision", "recall", "haar")}},
+        {"title": "diversity / skin spread / worst judge MAE",
+         "lines": {"diversity": [p["diversity"] for p in points], "skin spread": [p["skin_std"] for p in points],
+                   "worst condition MAE": [p["judge_mae_max"] for p in points]},
+         "refs": {"goal 0.06 / 0.08": 0.06}},
+    ], x_label="training minutes on this CPU (grey: stage 1 ends)", marks=[stage1_minutes])
+
+
+if __name__ == "__main__":
+    main()
