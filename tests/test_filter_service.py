@@ -199,6 +199,23 @@ def test_links_out_of_the_dataset_are_not_followed(stub, datasets, tmp_path):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in err.value.details()
 
 
+@pytest.mark.parametrize("method", ["Classify", "FilterDataset"])
+def test_undecodable_protobuf_is_invalid_argument(server, method):
+    """Bytes that are not the method's message are the caller's error (was UNKNOWN), and the
+    service keeps serving."""
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        path = f"/facegen.v1.FilterService/{method}"
+        call = ch.unary_unary(path) if method == "Classify" else ch.unary_stream(path)
+        with pytest.raises(grpc.RpcError) as err:
+            result = call(b"\xff\xff\xff\xff", timeout=10)
+            if method == "FilterDataset":
+                list(result)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a valid protobuf" in err.value.details()
+        grey = pb.Image(raw=pb.RawImage(pixels=bytes([128]) * (64 * 64 * 3), height=64, width=64))
+        answer = rpc.FilterServiceStub(ch).Classify(pb.ClassifyRequest(images=[grey]), timeout=10)
+        assert len(answer.p_female) == 1 and 0.0 <= answer.p_female[0] <= 1.0
+
+
 def test_http_task_failures_say_what_was_wrong(server, datasets, jobs, tmp_path):
     """A task fails after its submit was accepted; its result must still say why, as a 4xx."""
     cases = [({"dataset": str(datasets / "no-such-set")}, 400, "not found"),

@@ -11,6 +11,7 @@ the port; without it, a taken port is a clear startup error.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 from collections.abc import Callable
@@ -42,6 +43,62 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+class _Undecodable:
+    """What a request that is not a valid protobuf of its method's type decodes to."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _invalid(request) -> str | None:
+    if isinstance(request, _Undecodable):
+        return f"the request is not a valid protobuf message of this method's type ({request.error.__class__.__name__})"
+    return None
+
+
+class DecodeErrors(grpc.aio.ServerInterceptor):
+    """Undecodable request bytes are the caller's error: INVALID_ARGUMENT saying so. gRPC's own
+    handling answers UNKNOWN ("Exception deserializing request!"), which reads as a server fault.
+    Methods whose requests stream (reflection) keep gRPC's handling."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        decode = handler.request_deserializer
+
+        def safe_decode(data: bytes):
+            try:
+                return decode(data)
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is the request's fault
+                return _Undecodable(exc)
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                if (why := _invalid(request)) is not None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+                return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=safe_decode,
+                                                       response_serializer=handler.response_serializer)
+        inner_stream = handler.unary_stream
+
+        async def stream(request, context):
+            if (why := _invalid(request)) is not None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+            result = inner_stream(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:  # a handler that writes with context.write
+                await result
+
+        return grpc.unary_stream_rpc_method_handler(stream, request_deserializer=safe_decode,
+                                                    response_serializer=handler.response_serializer)
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -60,6 +117,7 @@ class GrpcServer:
         if not port_is_free(self.host, self.port):
             raise PortInUse(f"gRPC port {self.host}:{self.port} is already in use; set another with the *_GRPC_PORT variable")
         server = grpc.aio.server(
+            interceptors=[DecodeErrors()],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
