@@ -32,12 +32,17 @@ _facegen_setup() (
   case "$extras" in *serve*) cd "$FACEGEN_ROOT" && "$venv/bin/python" -m services.core.proto >/dev/null ;; esac
 )
 
-if ! _facegen_setup "${1:-train,serve,cpu,dev}"; then
+# Only an extras list counts as the argument: sourced from a script without arguments of its own,
+# $1 is that script's (e.g. `bash tests/run.sh -k layouts`), which must not become the extras.
+_facegen_extras="train,serve,cpu,dev"
+if [[ "${1:-}" =~ ^(train|serve|cpu|gpu|dev)(,(train|serve|cpu|gpu|dev))*$ ]]; then _facegen_extras="$1"; fi
+if ! _facegen_setup "$_facegen_extras"; then
   unset -f _facegen_setup
   echo "[facegen] setting up $FACEGEN_ROOT/.venv failed (see above)" >&2
   return 1 2>/dev/null || exit 1
 fi
 unset -f _facegen_setup
+unset _facegen_extras
 case ":$PATH:" in *":$FACEGEN_ROOT/.venv/bin:"*) ;; *) export PATH="$FACEGEN_ROOT/.venv/bin:$PATH" ;; esac
 export VIRTUAL_ENV="$FACEGEN_ROOT/.venv"
 # glibc returns big freed tensors to the OS every step and taking memory back is very slow on

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import os
 import tempfile
 import time
 import zipfile
@@ -201,7 +202,9 @@ def _condition(value: str | None, name: str):
               help="draw k·n candidates, keep the n most realistic and faithful")
 @click.option("--retouch/--no-retouch", default=True, show_default=True)
 @click.option("--allow-partial", is_flag=True, help="answer even if the critic or a checker is down")
-@click.option("--grpc", "grpc_target", metavar="HOST:PORT", default="127.0.0.1:50050", show_default=True)
+@click.option("--grpc", "grpc_target", metavar="HOST:PORT",
+              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', '50050')}",
+              show_default="127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT (50050)")
 @click.option("--http", "http_url", metavar="URL", help="use HTTP instead, e.g. http://127.0.0.1:3000")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("faces.png"), show_default=True,
               callback=_image_path, help="the grid image; a JSON report is written beside it")

@@ -145,3 +145,15 @@ false; echo alive"""
     script = f"set +e; PYTHON=false source {fake / 'deploy' / 'env.sh'}; echo rc=$?; echo alive"
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert "rc=1" in out.stdout and out.stdout.rstrip().endswith("alive") and "failed" in out.stderr, out
+
+
+def test_a_scripts_own_arguments_are_not_taken_for_extras(tmp_path):
+    """`bash tests/run.sh -k layouts` sources env.sh with $1 = "-k": that must not become the
+    extras to install (it reinstalled facegen[-k], which pip refuses)."""
+    stamp = REPO / ".venv" / ".facegen-installed"
+    before = stamp.read_text()
+    script = f"set -- -k layouts; source {DEPLOY / 'env.sh'} || exit 9; echo ok"
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
+    assert "installing" not in out.stdout and stamp.read_text() == before
+

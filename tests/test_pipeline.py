@@ -204,6 +204,10 @@ def test_client_cli_says_which_server_it_cannot_reach(tmp_path):
             assert res.exit_code == 1 and dead in res.output and not isinstance(res.exception, OSError | ValueError), res.output
         res = CliRunner().invoke(main, ["filter", str(tmp_path), "--http", f"http://{dead}", "--out", str(tmp_path / "s.csv")])
         assert res.exit_code == 1 and f"cannot reach http://{dead}" in res.output, res.output
+        # without --grpc, the pipeline's port comes from the environment the services use (was always 50050)
+        res = CliRunner().invoke(main, ["generate", "--n", "1", "--out", str(tmp_path / "f.png")],
+                                 env={"FACEGEN_PIPELINE_GRPC_PORT": dead.split(":")[1]})
+        assert res.exit_code == 1 and dead in res.output, res.output
 
 
 def test_every_service_counts_its_work_and_prometheus_scrapes_them(stack, tmp_path):
