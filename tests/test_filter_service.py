@@ -199,6 +199,26 @@ def test_links_out_of_the_dataset_are_not_followed(stub, datasets, tmp_path):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in err.value.details()
 
 
+def test_big_requests_are_refused_before_decoding(server, stub):
+    """The count and the pixels images declare are checked before anything is decoded: 32 one-colour
+    8000×5000 PNGs (4 MB of request, 3.8 GB decoded) are refused at once (they took 21 s and 3.5 GB),
+    as over HTTP; one such image alone is still served."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8000, 5000), (90, 120, 150)).save(buf, format="PNG")
+    big = pb.Image(encoded=buf.getvalue())
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Classify(pb.ClassifyRequest(images=[big] * 32), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pixels" in err.value.details()
+    files = [("images", (f"{i}.png", buf.getvalue(), "image/png")) for i in range(32)]
+    r = httpx.post(f"{server.url}/classify", files=files, timeout=60)
+    assert r.status_code == 400 and "pixels" in r.text, r.text
+    tiny = pb.Image(raw=pb.RawImage(pixels=bytes(3), height=1, width=1))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Classify(pb.ClassifyRequest(images=[tiny] * 257), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 256" in err.value.details()
+    assert len(stub.Classify(pb.ClassifyRequest(images=[big]), timeout=60).p_female) == 1
+
+
 @pytest.mark.parametrize("method", ["Classify", "FilterDataset"])
 def test_undecodable_protobuf_is_invalid_argument(server, method):
     """Bytes that are not the method's message are the caller's error (was UNKNOWN), and the

@@ -17,7 +17,7 @@ import numpy as np
 from services.core import images as imgs
 from services.core.bento import ModelService, body_route, port_check, status_app
 from services.core.proto import pb, rpc
-from services.core.runtime import ImageModel, decode_proto_image, grpc_call, http_call, remaining
+from services.core.runtime import ImageModel, grpc_call, http_call, remaining
 
 
 async def measure(model: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> list[dict[str, float]]:
@@ -33,7 +33,7 @@ class AttributeServicer(rpc.AttributeServiceServicer):
 
     async def Infer(self, request, context):
         async with grpc_call(self.model.metrics, "Infer", context):
-            rows = await measure(self.model, [decode_proto_image(m) for m in request.images], remaining(context))
+            rows = await measure(self.model, await self.model.decode(request.images), remaining(context))
             return pb.InferResponse(conditions=[pb.Conditions(**r) for r in rows], model=pb.ModelInfo(**self.model.info))
 
 
@@ -57,7 +57,7 @@ class AttributeService(ModelService):
         """Conditions for uploaded image files (multipart form field `images`, repeatable)."""
 
         async def work():
-            return await _infer_body(self, [imgs.decode(f.read_bytes()) for f in images])
+            return await _infer_body(self, await self.model.decode([f.read_bytes() for f in images], "bytes"))
 
         return await http_call(self.model.metrics, "infer", work)
 

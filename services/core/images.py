@@ -44,6 +44,24 @@ def decode(data: bytes) -> np.ndarray:
     return to_rgb(im)
 
 
+def declared_pixels(data: bytes) -> int:
+    """width × height from an encoded image's header, without decoding its pixels."""
+    if not data:
+        raise InvalidImage("empty image data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                check_size(im.width, im.height)
+                return im.width * im.height
+    except InvalidImage:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"not a readable image ({exc.__class__.__name__})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"corrupt or truncated image: {exc}") from exc
+
+
 def check_size(width: int, height: int) -> None:
     if width < 1 or height < 1:
         raise InvalidImage(f"image is {width}×{height}: empty")

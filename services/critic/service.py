@@ -20,7 +20,7 @@ import numpy as np
 from services.core import images as imgs
 from services.core.bento import ModelService, body_route, port_check, status_app
 from services.core.proto import pb, rpc
-from services.core.runtime import ImageModel, ServingConfig, decode_proto_image, grpc_call, http_call, remaining
+from services.core.runtime import ImageModel, ServingConfig, grpc_call, http_call, remaining
 
 
 def _realness(out: dict[str, np.ndarray]) -> list[dict]:
@@ -55,13 +55,13 @@ class CriticServicer(rpc.CriticServiceServicer):
     async def Score(self, request, context):
         critic = self.svc.model
         async with grpc_call(critic.metrics, "Score", context):
-            rows = await score(critic, [decode_proto_image(m) for m in request.images], remaining(context))
+            rows = await score(critic, await critic.decode(request.images), remaining(context))
             return pb.ScoreResponse(scores=[_realness_pb(r) for r in rows], model=pb.ModelInfo(**critic.info))
 
     async def Retouch(self, request, context):
         critic, refiner = self.svc.model, self.svc.refiner
         async with grpc_call(critic.metrics, "Retouch", context):
-            decoded = [decode_proto_image(m) for m in request.images]
+            decoded = await critic.decode(request.images)
             images, before, after = await retouch(critic, refiner, decoded, remaining(context))
             h, w = images.shape[1:3]
             faces = [pb.RetouchedFace(
@@ -108,7 +108,7 @@ class CriticService(ModelService):
         """Realness and realness map for uploaded image files (multipart field `images`, repeatable)."""
 
         async def work():
-            return await _score_body(self, [imgs.decode(f.read_bytes()) for f in images])
+            return await _score_body(self, await self.model.decode([f.read_bytes() for f in images], "bytes"))
 
         return await http_call(self.model.metrics, "score", work)
 
@@ -117,6 +117,6 @@ class CriticService(ModelService):
         """Retouched faces (base64 PNG) with realness and map before and after."""
 
         async def work():
-            return await _retouch_body(self, [imgs.decode(f.read_bytes()) for f in images])
+            return await _retouch_body(self, await self.model.decode([f.read_bytes() for f in images], "bytes"))
 
         return await http_call(self.model.metrics, "retouch", work)

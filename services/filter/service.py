@@ -25,7 +25,7 @@ from services.core.bento import ModelService, body_route, port_check, status_app
 from services.core.errors import Conflict
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
-from services.core.runtime import REPO, ImageModel, decode_proto_image, grpc_call, http_call, remaining
+from services.core.runtime import REPO, ImageModel, grpc_call, http_call, remaining
 from services.filter.jobs import (
     DEFAULT_THRESHOLD,
     DatasetJob,
@@ -92,7 +92,7 @@ class FilterServicer(rpc.FilterServiceServicer):
 
     async def Classify(self, request, context):
         async with grpc_call(self.core.model.metrics, "Classify", context):
-            decoded = [decode_proto_image(m) for m in request.images]
+            decoded = await self.core.model.decode(request.images)
             p = await self.core.classify(decoded, remaining(context))
             return pb.ClassifyResponse(p_female=p, model=pb.ModelInfo(**self.core.model.info))
 
@@ -147,7 +147,7 @@ class FilterService(ModelService):
         """P(female) for uploaded image files (multipart form field `images`, repeatable)."""
 
         async def work():
-            return await _classify_body(self, [imgs.decode(f.read_bytes()) for f in images])
+            return await _classify_body(self, await self.model.decode([f.read_bytes() for f in images], "bytes"))
 
         return await http_call(self.model.metrics, "classify", work)
 
