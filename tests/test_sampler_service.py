@@ -28,7 +28,8 @@ def server(tmp_path_factory):
     export = tmp_path_factory.mktemp("gen") / "generator" / "1"
     export_model(Sampler(model), export_spec(model), export, {})
     s = servers.start("services.sampler.service:SamplerService", "sampler",
-                      env={"FACEGEN_SAMPLER_EXPORT": str(export), "FACEGEN_SAMPLER_MAX_IMAGES_PER_REQUEST": "32"})
+                      env={"FACEGEN_SAMPLER_EXPORT": str(export), "FACEGEN_SAMPLER_MAX_IMAGES_PER_REQUEST": "32",
+                           "FACEGEN_SAMPLER_MAX_BODY_BYTES": "512"})
     yield s
     s.stop()
 
@@ -76,6 +77,25 @@ def test_a_condition_left_out_means_the_same_on_both_transports(server):
     assert [f.conditions.head for f in resp.faces] == [0.5, 0.5]
     for face, ref in zip(resp.faces, http["faces"], strict=True):
         assert np.array_equal(_png(face.png), _png(base64.b64decode(ref["png"])))
+
+
+def test_bodies_over_the_limit_and_loose_types_are_refused(server):
+    """A body over the limit is 413 before it is read (a declared length, or a chunked body);
+    `"count": true` is a type error, not one face."""
+    r = httpx.post(f"{server.url}/sample", content=b"x" * 1024, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and "at most 512" in r.json()["error"], r.text
+
+    def chunks():
+        for _ in range(4):
+            yield b" " * 300
+
+    r = httpx.post(f"{server.url}/sample", content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413, r.text
+    body = {"conditions": [{"eyes": 0.5}], "seed": 1}
+    r = httpx.post(f"{server.url}/sample", json={**body, "count": True}, timeout=30)
+    assert r.status_code == 400 and "count" in r.text, r.text
+    small = httpx.post(f"{server.url}/sample", json={**body, "count": 1}, timeout=30)
+    assert small.status_code == 200 and len(small.json()["faces"]) == 1
 
 
 @pytest.mark.parametrize(

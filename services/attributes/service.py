@@ -16,6 +16,7 @@ import numpy as np
 
 from services.core import images as imgs
 from services.core.bento import ModelService, body_route, port_check, status_app
+from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, grpc_call, http_call, remaining
 
@@ -69,3 +70,7 @@ class AttributeService(ModelService):
             return await _infer_body(self, imgs.split_raw(pixels.read_bytes(), height, width))
 
         return await http_call(self.model.metrics, "infer_raw", work)
+
+
+# bodies over the limit are refused (413) before BentoML reads them
+AttributeService.add_asgi_middleware(BodyLimit, service="attributes")

@@ -19,6 +19,7 @@ import numpy as np
 
 from services.core import images as imgs
 from services.core.bento import ModelService, body_route, port_check, status_app
+from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, ServingConfig, grpc_call, http_call, remaining
 
@@ -120,3 +121,7 @@ class CriticService(ModelService):
             return await _retouch_body(self, await self.model.decode([f.read_bytes() for f in images], "bytes"))
 
         return await http_call(self.model.metrics, "retouch", work)
+
+
+# bodies over the limit are refused (413) before BentoML reads them
+CriticService.add_asgi_middleware(BodyLimit, service="critic")

@@ -22,6 +22,7 @@ import numpy as np
 
 from services.core import images as imgs
 from services.core.bento import ModelService, body_route, port_check, status_app
+from services.core.body_limit import BodyLimit, limit_from_env
 from services.core.errors import Conflict
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
@@ -210,3 +211,8 @@ class FilterService(ModelService):
         meta = json.loads(path.read_text())
         job = DatasetJob(self.core.jobs_dir, job_id, Path(meta["dataset"]), meta["threshold"])
         return {"job_id": job_id, **job.progress(), "complete": job.csv_path.exists()}
+
+
+# bodies over the limit are refused (413) before BentoML reads them; an archive upload has its own
+FilterService.add_asgi_middleware(BodyLimit, service="filter",
+                                  large={"/filter_archive": limit_from_env("filter", "MAX_UPLOAD_BYTES", 2 * 2**30)})

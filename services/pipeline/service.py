@@ -23,6 +23,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from services.core import images as imgs
 from services.core.bento import INSTANCES, port_check, status_app
+from services.core.body_limit import BodyLimit
 from services.core.grpc_server import GrpcServer
 from services.core.metrics import ServiceMetrics
 from services.core.proto import pb, rpc
@@ -208,11 +209,11 @@ class GenerationService:
     async def generate(
         self,
         conditions: ConditionsIn | None = None,
-        count: Annotated[int, Field(ge=0, le=1024)] = 1,
+        count: Annotated[int, Field(ge=0, le=1024, strict=True)] = 1,
         temperature: Annotated[float, Field(ge=0.0, le=2.0)] = DEFAULT_TEMPERATURE,
-        seed: Annotated[int, Field(ge=0, lt=2**63)] = 0,
+        seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0,
         retouch: bool = True,
-        oversample: Annotated[int, Field(ge=0, le=64)] = 1,
+        oversample: Annotated[int, Field(ge=0, le=64, strict=True)] = 1,
         allow_partial: bool = False,
     ) -> dict:
         """Faces for the requested conditions, with realness, measured conditions and P(female)."""
@@ -230,3 +231,7 @@ class GenerationService:
                     "degraded": sorted(degraded), "candidates": spec.candidates}
 
         return await http_call(self.metrics, "generate", work)
+
+
+# bodies over the limit are refused (413) before BentoML reads them
+GenerationService.add_asgi_middleware(BodyLimit, service="pipeline")

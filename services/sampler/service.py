@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from services.core.bento import ModelService, port_check, status_app
+from services.core.body_limit import BodyLimit
 from services.core.images import encode_png
 from services.core.proto import pb, rpc
 from services.core.runtime import grpc_call, http_call, remaining
@@ -75,9 +76,9 @@ class SamplerService(ModelService):
     async def sample(
         self,
         conditions: list[ConditionsIn],
-        count: Annotated[int, Field(ge=0, le=1024)] = 0,
+        count: Annotated[int, Field(ge=0, le=1024, strict=True)] = 0,
         temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE,
-        seed: Annotated[int, Field(ge=0, lt=2**63)] = 0,
+        seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0,
     ) -> dict:
         """Faces as base64 PNGs: one per conditions entry, or `count` faces for a single entry."""
 
@@ -90,3 +91,7 @@ class SamplerService(ModelService):
             return {"faces": faces, "model": self.model.info, "temperature": spec.temperature}
 
         return await http_call(self.model.metrics, "sample", work)
+
+
+# bodies over the limit are refused (413) before BentoML reads them
+SamplerService.add_asgi_middleware(BodyLimit, service="sampler")
