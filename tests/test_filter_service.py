@@ -174,7 +174,8 @@ def test_dataset_outside_allowed_roots_is_refused(server, stub, tmp_path):
 def test_links_out_of_the_dataset_are_not_followed(stub, datasets, tmp_path):
     """A symlink inside an allowed folder that leads out of it is refused unread, with one reason
     whether its target exists (an image elsewhere, /etc/shadow) or not; links inside are followed;
-    a NUL byte in the path is the caller's error (was INTERNAL)."""
+    a file too big to be an image is refused before it is read; a NUL byte in the path is the
+    caller's error (was INTERNAL)."""
     root = datasets / "links"
     (root / "Female").mkdir(parents=True)
     face = next((datasets / "synth" / "Female").glob("*.png"))
@@ -187,6 +188,8 @@ def test_links_out_of_the_dataset_are_not_followed(stub, datasets, tmp_path):
     (root / "Female" / "missing.png").symlink_to(tmp_path / "no-such.png")
     (root / "Female" / "loop.png").symlink_to(root / "Female" / "loop.png")
     (root / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    with (root / "Female" / "huge.png").open("wb") as fh:  # sparse: 21 MiB declared, never read
+        fh.truncate(21 * 2**20)
     events = list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(root), threshold=0.5), timeout=60))
     by = {e.decision.file: e.decision for e in events if e.WhichOneof("event") == "decision"}
     assert by["Female/ok.png"].HasField("p_female") and by["Female/inside.png"].HasField("p_female")
@@ -194,6 +197,7 @@ def test_links_out_of_the_dataset_are_not_followed(stub, datasets, tmp_path):
         d = by[f"Female/{name}.png"]
         assert d.reason == "unreadable: a link that leads outside the dataset" and not d.HasField("p_female"), d
     assert not any(f.startswith("elsewhere") for f in by)
+    assert "an image is at most" in by["Female/huge.png"].reason
     with pytest.raises(grpc.RpcError) as err:
         list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(root) + "\x00x"), timeout=30))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in err.value.details()
@@ -361,26 +365,36 @@ def test_an_archive_of_a_folder_keeps_its_layout(server, datasets, tmp_path):
     assert sorted(r["file"] for r in rows) == sorted(f"{f.parent.name}/{f.name}" for f in female + male)
 
 
-@pytest.mark.parametrize("kind", ["zip-slip", "tar-link"])
+@pytest.mark.parametrize("kind", ["zip-slip", "tar-link", "oversize-entry", "file-and-folder"])
 def test_malicious_archives_are_refused(server, tmp_path, kind):
     from services.core.errors import BadRequest
     from services.filter.jobs import extract_archive
 
     archive = tmp_path / "evil"
+    words = "traversal|link"
     if kind == "zip-slip":
         with zipfile.ZipFile(archive, "w") as zf:
             zf.writestr("../../outside.png", b"x")
+    elif kind == "oversize-entry":  # 30 MB of zeros, a few KB packed: refused on its header, unpacked never
+        words = "an image is at most"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("Female/huge.png", bytes(30 * 2**20))
+    elif kind == "file-and-folder":  # was a 500 half-way through unpacking
+        words = "both as a file and as the folder"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("Female", b"x")
+            zf.writestr("Female/ok.png", b"x")
     else:
         with tarfile.open(archive, "w") as tf:
             info = tarfile.TarInfo("Female/link.png")
             info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
             tf.addfile(info)
-    with pytest.raises(BadRequest, match="traversal|link"):
+    with pytest.raises(BadRequest, match=words):
         extract_archive(archive, tmp_path / "out")
-    assert not (tmp_path.parent / "outside.png").exists()
+    assert not (tmp_path.parent / "outside.png").exists() and not list((tmp_path / "out").rglob("*.png"))
     status, result = _task(server, "filter_archive", archive)
     assert status == "failed"
-    assert result.status_code == 400 and re.search("traversal|link", result.json()["error"]), result.text
+    assert result.status_code == 400 and re.search(words, result.json()["error"]), result.text
 
 
 def test_archive_bombs_are_refused(tmp_path):
