@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -156,4 +157,18 @@ def test_a_scripts_own_arguments_are_not_taken_for_extras(tmp_path):
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
     assert "installing" not in out.stdout and stamp.read_text() == before
+
+
+def test_the_import_rules_hold(tmp_path):
+    """services/ is torch-free and never imports training/ (DESIGN.md), checked by import-linter;
+    a module that breaks the rule is caught."""
+    out = subprocess.run(["lint-imports"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "0 broken" in out.stdout, out.stdout + out.stderr
+    shutil.copytree(REPO / "services", tmp_path / "services", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "training", tmp_path / "training", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "services" / "leak.py").write_text("import torch\n")
+    out = subprocess.run(["lint-imports"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode != 0 and "services.leak -> torch" in out.stdout, out.stdout + out.stderr
 
