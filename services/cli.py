@@ -43,9 +43,11 @@ def _image_path(ctx, param, value: Path) -> Path:
 
 
 def _count_files(root: Path) -> int | None:
-    if not root.is_dir():
-        return None
-    return sum(1 for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """The progress bar's total: the files a job decides on, by the server's own listing rule
+    (with the seed layout, labels and configs at the root are not images of the set)."""
+    from services.filter.jobs import list_files
+
+    return len(list_files(root)) if root.is_dir() else None
 
 
 @main.command("filter")

@@ -297,11 +297,14 @@ def _csv_rows(text: str) -> list[dict]:
 
 
 def test_grpc_dataset_stream_with_corrupt_files(stub, datasets):
+    from services.cli import _count_files
+
     events = list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(datasets / "synth"), threshold=0.5), timeout=120))
     decisions = [e.decision for e in events if e.WhichOneof("event") == "decision"]
     summary = events[-1].summary
     files = {d.file for d in decisions}
     assert len(files) == len(decisions) == summary.total == 162
+    assert _count_files(datasets / "synth") == 162  # `facegen filter`'s bar (counted labels.csv and configs too)
     by = {d.file: d for d in decisions}
     assert by["unlabeled/corrupt.png"].reason.startswith("unreadable") and not by["unlabeled/corrupt.png"].HasField("p_female")
     assert by["Female/notes.txt"].reason.startswith("unreadable")

@@ -25,7 +25,7 @@ from training.train_generator import EMA
 class LatentPriorTrainConfig:
     model: LatentPriorConfig = field(default_factory=LatentPriorConfig)
     batch_size: int = 32
-    steps: int = 6000
+    steps: int = 7000
     lr: float = 2e-3
     weight_decay: float = 3e-4
     warmup_steps: int = 200
@@ -35,6 +35,7 @@ class LatentPriorTrainConfig:
     bn_weight: float = 1e-2
     ema_decay: float = 0.999
     flip: bool = True  # mirrored faces are turned the other way: head → 1 − head
+    bf16: bool = False  # autocast the forward pass (the NLL, KL and losses stay fp32)
     eval_every: int = 500
     snapshot_every: int = 1000  # EMA weights kept as snapshots/stepNNNNNN.pt (quality against training time); 0 = none
     seed: int = 0
@@ -67,8 +68,10 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
                   cfg: LatentPriorTrainConfig, spectral: losses.SpectralRegularizer | None = None) -> dict:
     """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G]}."""
     net = getattr(model, "module", model)
-    nll, kls = model(grid, conditions)
-    kl_all = torch.stack(kls, dim=1)  # [N, G]
+    with torch.autocast(grid.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        nll, kls = model(grid, conditions)
+    nll = nll.float()
+    kl_all = torch.stack(kls, dim=1).float()  # [N, G]
     beta = losses.kl_warmup(step, int(cfg.kl_warmup_fraction * cfg.steps))
     alpha = losses.group_alpha(net.hier.group_areas, net.hier.groups_per_scale)
     if cfg.kl_balance:

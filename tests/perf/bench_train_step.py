@@ -29,14 +29,13 @@ if stage == "autoencoder":
 else:
     from training.models.latent_prior import LatentPrior
     from training.train_latent_prior import TRAIN_PRESETS, negative_elbo
-    cfg = TRAIN_PRESETS["default"]
+    cfg = dataclasses.replace(TRAIN_PRESETS["default"], bf16=bf16)
     model = LatentPrior(cfg.model).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters())
     run = torch.compile(model) if comp else model
     g, c = torch.randn(batch, 4, 16, 16).to(memory_format=fmt), torch.rand(batch, 5)
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = negative_elbo(run, g, c, 10**6, cfg)["loss"]
+        loss = negative_elbo(run, g, c, 10**6, cfg)["loss"]
         opt.zero_grad(); loss.backward(); opt.step()
 t0 = time.perf_counter(); step(); first = time.perf_counter() - t0
 step()

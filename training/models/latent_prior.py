@@ -34,7 +34,7 @@ class LatentPriorConfig:
     n_conditions: int = 5
     # coarsest first; the finest must be grid_size
     scales: tuple[LatentScale, ...] = field(default_factory=lambda: (
-        LatentScale(4, 2, 64), LatentScale(8, 2, 64), LatentScale(16, 2, 64)))
+        LatentScale(4, 3, 96), LatentScale(8, 3, 96), LatentScale(16, 2, 96)))
     latent_channels: int = 8
     expand: int = 3
 
