@@ -45,12 +45,15 @@ def load_autoencoder(run_dir: Path):
               help="export the sampler here, e.g. exports/generator/1")
 @click.option("--encoder-export", "encoder_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="export the encoder here (default with --export: exports/encoder/<same version> beside it)")
+@click.option("--attributes-run", "attributes_run", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/attributes"), show_default=True,
+              help="trained attribute model (PyTorch) that reads the prior's samples when condition_weight > 0")
 @click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=100, show_default=True,
               help="batches of prior samples that re-estimate the EMA prior's BatchNorm statistics before the "
                    "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics)")
 @click.option("--readjust-temperature", type=click.FloatRange(0.0, 2.0), default=0.8, show_default=True)
 def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out, attribute_export, export_dir,
-                  encoder_dir, readjust_batches, readjust_temperature) -> None:
+                  encoder_dir, attributes_run, readjust_batches, readjust_temperature) -> None:
     """Train the latent prior on stage 1's grids; report, sample, sweep, export sampler + encoder."""
     from tqdm import tqdm
 
@@ -77,8 +80,16 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
             f"{autoencoder_run} makes {ae_cfg.latent_size}×{ae_cfg.latent_size}×{ae_cfg.latent_channels}")
     gs = load_generator_set(data, conditions_csv, ae_cfg.image_size, cfg.seed)
     train_grids = encode_set(autoencoder, gs.images[~gs.held_out])
+    judge = None
+    if cfg.condition_weight > 0:
+        from training.train_attributes import load_trained
+
+        if not (attributes_run / "model.pt").exists():
+            raise click.ClickException(f"condition_weight > 0 needs the trained attribute model: {attributes_run}/model.pt "
+                                       "not found (`facegen-train attributes --out runs/attributes`)")
+        judge = (autoencoder, load_trained(attributes_run)[0])
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar))
+        _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar), judge=judge)
     if not finish_distributed():
         return  # under torchrun, rank 0 alone evaluates and exports
     prior = ema.shadow.eval()

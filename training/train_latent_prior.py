@@ -9,6 +9,7 @@ The autoencoder is frozen: its grids are computed once (for each face and its mi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,15 @@ class LatentPriorTrainConfig:
     bf16: bool = False  # autocast the forward pass (the NLL, KL and losses stay fp32)
     eval_every: int = 500
     snapshot_every: int = 1000  # EMA weights kept as snapshots/stepNNNNNN.pt (quality against training time); 0 = none
+    # condition consistency: grids the prior samples for shuffled batch conditions are drawn by the
+    # frozen autoencoder and read by a frozen attribute model; weight × |read − requested| joins the
+    # loss (0 = off). The ELBO alone left eyes and mouth unconditioned (a face's eye and mouth
+    # cells are a few of the grid's 1024 numbers); the decoder is frozen, so the prior can only
+    # move along faces the decoder draws. Judged by an attribute model that is not this one.
+    condition_weight: float = 0.0
+    condition_temperature: float = 0.8
+    condition_batch: int = 16  # prior samples judged per step
+    init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
     seed: int = 0
     threads: int = 0
 
@@ -65,11 +75,20 @@ def encode_set(autoencoder: Autoencoder, images: np.ndarray, batch: int = 256) -
 
 
 def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tensor, step: int,
-                  cfg: LatentPriorTrainConfig, spectral: losses.SpectralRegularizer | None = None) -> dict:
-    """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G]}."""
+                  cfg: LatentPriorTrainConfig, spectral: losses.SpectralRegularizer | None = None,
+                  judge: tuple[torch.nn.Module, torch.nn.Module] | None = None) -> dict:
+    """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G], 'drift'}.
+    `judge` = (frozen autoencoder, frozen attribute model) for the condition-consistency term."""
     net = getattr(model, "module", model)
+    consistency = judge is not None and cfg.condition_weight > 0
     with torch.autocast(grid.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-        nll, kls = model(grid, conditions)
+        if consistency:
+            k = min(cfg.condition_batch, len(conditions))
+            wanted = conditions[torch.randperm(len(conditions), device=grid.device)[:k]]
+            noise = [torch.randn(k, *s, device=grid.device) for s in net.group_shapes]
+            nll, kls, sampled = model(grid, conditions, wanted, noise, cfg.condition_temperature)
+        else:
+            nll, kls = model(grid, conditions)
     nll = nll.float()
     kl_all = torch.stack(kls, dim=1).float()  # [N, G]
     beta = losses.kl_warmup(step, int(cfg.kl_warmup_fraction * cfg.steps))
@@ -85,15 +104,32 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
         penalty = penalty + cfg.bn_weight * losses.bn_scale_penalty(net)
     dims = float(np.prod(grid.shape[1:]))
     loss = ((nll + kl_weighted).mean() + penalty) / dims
-    return {"loss": loss, "nelbo": (nll + kl_all.sum(1)).detach(), "kl_groups": kl_all.detach().mean(0)}
+    drift = torch.zeros((), device=grid.device)
+    if consistency:
+        autoencoder, attributes = judge
+        faces = (autoencoder.decode(sampled.float()).permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255]
+        drift = (attributes(faces) - wanted).abs().mean()
+        loss = loss + cfg.condition_weight * drift
+    return {"loss": loss, "nelbo": (nll + kl_all.sum(1)).detach(), "kl_groups": kl_all.detach().mean(0),
+            "drift": drift.detach()}
 
 
 def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg: LatentPriorTrainConfig,
-          run: RunFolder, progress=None) -> tuple[LatentPrior, EMA]:
-    """grids: (faces, mirrored faces) [N, C, S, S] from `encode_set`; conditions float [N, 5]."""
+          run: RunFolder, progress=None, judge: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+          ) -> tuple[LatentPrior, EMA]:
+    """grids: (faces, mirrored faces) [N, C, S, S] from `encode_set`; conditions float [N, 5];
+    `judge` = (autoencoder, attribute model), both frozen, when cfg.condition_weight > 0."""
+    if cfg.condition_weight > 0 and judge is None:
+        raise ValueError("condition_weight > 0 needs the trained attribute model (--attributes-run)")
     torch.manual_seed(cfg.seed)
     model = LatentPrior(cfg.model)
     ema = EMA(model, cfg.ema_decay)
+    if cfg.init_from and not run.state_path.exists():
+        payload = torch.load(Path(cfg.init_from) / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(payload["model"])
+        ema.load_state_dict(payload["ema"])
+    for m in judge or ():
+        m.eval().requires_grad_(False)
     spectral = losses.SpectralRegularizer(model)
     plain, mirrored = grids
     c_all = torch.from_numpy(conditions.astype(np.float32))
@@ -110,7 +146,10 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
 
     def loss_fn(m: LatentPrior, batch) -> torch.Tensor:
         g, c, step = batch
-        return negative_elbo(m, g, c, step, cfg, spectral)["loss"]
+        if judge is not None:
+            for j in judge:
+                j.to(g.device)  # a no-op after the first step
+        return negative_elbo(m, g, c, step, cfg, spectral, judge)["loss"]
 
     loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
     def on_step(step: int) -> None:

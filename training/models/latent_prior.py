@@ -67,13 +67,20 @@ class LatentPrior(nn.Module):
         maps = cond[:, :, None, None].expand(-1, -1, grid.shape[2], grid.shape[3])
         return self.hier.encode(F.silu(self.stem(torch.cat([grid, maps], dim=1))))
 
-    def forward(self, grid: torch.Tensor, conditions: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Training pass: (Gaussian NLL of the grid per item [N] in nats, KL per group [N] each)."""
+    def forward(self, grid: torch.Tensor, conditions: torch.Tensor, prior_conditions: torch.Tensor | None = None,
+                prior_noise: list[torch.Tensor] | None = None, prior_temperature: float = 1.0):
+        """Training pass: (Gaussian NLL of the grid per item [N] in nats, KL per group [N] each).
+
+        With `prior_conditions`, also the grids sampled from the prior for them (noise given), as
+        a third value: the condition-consistency term needs them, and under DDP every loss must
+        come out of forward."""
         h, kls = self.hier.top_down(conditions, self.encode(grid, conditions), None)
         mean, log_scale = self.head(h).chunk(2, dim=1)
         log_scale = soft_clamp(log_scale, 7.0)
         nll = 0.5 * ((grid - mean) * torch.exp(-log_scale)).pow(2) + log_scale + 0.5 * math.log(2 * math.pi)
-        return nll.flatten(1).sum(dim=1), kls
+        if prior_conditions is None:
+            return nll.flatten(1).sum(dim=1), kls
+        return nll.flatten(1).sum(dim=1), kls, self.sample(prior_conditions, prior_noise, prior_temperature)
 
     def sample(self, conditions: torch.Tensor, noise: list[torch.Tensor], temperature: torch.Tensor | float = 1.0):
         """The grid's mean given prior samples of every group."""
