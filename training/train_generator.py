@@ -190,6 +190,15 @@ class EMA(torch.nn.Module):
             e.copy_(b)
 
 
+def init_from(run_dir: str, model: torch.nn.Module, ema: EMA) -> None:
+    """Start a run from another run folder's weights and EMA (its state.pt); the optimiser starts fresh."""
+    from pathlib import Path
+
+    payload = torch.load(Path(run_dir) / "state.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["model"])
+    ema.load_state_dict(payload["ema"])
+
+
 def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig, run: RunFolder,
           progress=None, attributes: Judges = None) -> tuple[AttributeGenerator, EMA]:
     """Images uint8 [N, 64, 64, 3] with conditions float [N, 5]; resumes from run/state.pt.
@@ -202,11 +211,7 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
     model = AttributeGenerator(cfg.model)
     ema = EMA(model, cfg.ema_decay)
     if cfg.init_from and not run.state_path.exists():
-        from pathlib import Path
-
-        payload = torch.load(Path(cfg.init_from) / "state.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(payload["model"])
-        ema.load_state_dict(payload["ema"])
+        init_from(cfg.init_from, model, ema)
     for judge in judges:
         judge.eval().requires_grad_(False)
     spectral = losses.SpectralRegularizer(model)

@@ -9,7 +9,6 @@ The autoencoder is frozen: its grids are computed once (for each face and its mi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from training.data.conditions import CONDITIONS
 from training.models.autoencoder import Autoencoder
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
 from training.run_state import RunFolder
-from training.train_generator import EMA
+from training.train_generator import EMA, init_from
 
 
 @dataclass(frozen=True)
@@ -125,9 +124,7 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
     model = LatentPrior(cfg.model)
     ema = EMA(model, cfg.ema_decay)
     if cfg.init_from and not run.state_path.exists():
-        payload = torch.load(Path(cfg.init_from) / "state.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(payload["model"])
-        ema.load_state_dict(payload["ema"])
+        init_from(cfg.init_from, model, ema)
     for m in judge or ():
         m.eval().requires_grad_(False)
     spectral = losses.SpectralRegularizer(model)

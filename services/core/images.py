@@ -23,8 +23,9 @@ class InvalidImage(ValueError):
     """The input is not a usable image; str() is a message for the caller."""
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, … anything Pillow reads) → uint8 RGB (H, W, 3)."""
+def _open(data: bytes, load: bool) -> Image.Image:
+    """Pillow's image of `data` with its size checked from the header (and its pixels decoded
+    when `load`); every way the bytes can be wrong becomes an InvalidImage saying how."""
     if not data:
         raise InvalidImage("empty image data")
     if len(data) > MAX_BYTES:
@@ -34,32 +35,26 @@ def decode(data: bytes) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             check_size(im.width, im.height)
-            im.load()
+            if load:
+                im.load()
+            return im
     except InvalidImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"not a readable image ({exc.__class__.__name__})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImage(f"corrupt or truncated image: {exc}") from exc
-    return to_rgb(im)
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, … anything Pillow reads) → uint8 RGB (H, W, 3)."""
+    return to_rgb(_open(data, load=True))
 
 
 def declared_pixels(data: bytes) -> int:
     """width × height from an encoded image's header, without decoding its pixels."""
-    if not data:
-        raise InvalidImage("empty image data")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                check_size(im.width, im.height)
-                return im.width * im.height
-    except InvalidImage:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"not a readable image ({exc.__class__.__name__})") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"corrupt or truncated image: {exc}") from exc
+    im = _open(data, load=False)
+    return im.width * im.height
 
 
 def check_size(width: int, height: int) -> None:

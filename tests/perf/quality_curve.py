@@ -3,8 +3,8 @@ prior's EMA weights (runs/generator/snapshots/, one per `snapshot_every` steps) 
 autoencoder, judged by the benchmark (same real sets, judge and references for every point).
 The x axis is wall time since stage 1 started (stage 1's time, then stage 2's up to the snapshot).
 
-  PYTHONPATH=. python tests/perf/quality_curve.py --run runs/generator --autoencoder runs/autoencoder \
-      --n 500 --out training/assets/generator_quality_curve.png
+  PYTHONPATH=. python tests/perf/quality_curve.py --run runs/generator [--run runs/generator_cond ...] \
+      --autoencoder runs/autoencoder --n 500 --out training/assets/generator_quality_curve.png
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _elapsed(log: Path) -> dict[int, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", type=Path, default=Path("runs/generator"))
+    ap.add_argument("--run", type=Path, action="append",
+                    help="stage 2's run folder; repeat, in order, for fine-tunes that started from the previous one")
     ap.add_argument("--autoencoder", type=Path, default=Path("runs/autoencoder"))
     ap.add_argument("--data", type=Path, default=Path("data/bench"))
     ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
@@ -51,10 +52,15 @@ def main() -> None:
     j = judges(args.data, args.judge, cfg)
     ae = load_autoencoder(args.autoencoder)
     ae_seconds = max(_elapsed(args.autoencoder / "log.jsonl").values())
-    prior_time = _elapsed(args.run / "log.jsonl")
-    run_cfg = config_io.load(LatentPriorTrainConfig, args.run / "config.json")
+    runs = args.run or [Path("runs/generator")]
+    snaps, offset = [], ae_seconds
+    for run in runs:
+        elapsed = _elapsed(run / "log.jsonl")
+        snaps += [(run, s, offset + elapsed.get(int(s.stem[4:]), 0.0)) for s in sorted((run / "snapshots").glob("step*.pt"))]
+        offset += max(elapsed.values())
+    run_cfg = config_io.load(LatentPriorTrainConfig, runs[0] / "config.json")
     points = []
-    for snap in sorted((args.run / "snapshots").glob("step*.pt")):
+    for run, snap, seconds in snaps:
         step = int(snap.stem[4:])
         prior = LatentPrior(run_cfg.model)
         prior.load_state_dict(torch.load(snap, map_location="cpu"))
@@ -71,9 +77,9 @@ def main() -> None:
             return np.concatenate(out)
 
         fig = sample_figures(generate, j, cfg, args.temperature)
-        minutes = (ae_seconds + prior_time.get(step, 0.0)) / 60
-        points.append({"step": step, "minutes": minutes, **fig})
-        print(f"step {step}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
+        minutes = seconds / 60
+        points.append({"run": str(run), "step": step, "minutes": minutes, **fig})
+        print(f"{run} step {step}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
               f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
               f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
     args.out.with_suffix(".json").write_text(json.dumps({"references": j.references, "points": points}, indent=2) + "\n")
