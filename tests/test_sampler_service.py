@@ -1,4 +1,4 @@
-"""SamplerService end to end, on a tiny generator exported by the test (free 127.0.0.1 ports)."""
+"""SamplerService end to end, on the tests' tiny two-stage generator export (free 127.0.0.1 ports)."""
 
 from __future__ import annotations
 
@@ -13,20 +13,12 @@ from PIL import Image
 
 from services.core.proto import pb, rpc
 from tests import servers
-from training import config as config_io
-from training.export import export_model
-from training.models.generator import AttributeGenerator, Sampler
-from training.train_generator import TRAIN_PRESETS, export_spec
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    model = AttributeGenerator(config_io.override(TRAIN_PRESETS["tiny"], {}).model).eval()
-    export = tmp_path_factory.mktemp("gen") / "generator" / "1"
-    export_model(Sampler(model), export_spec(model), export, {})
+def server(two_stage):
+    """The sampler on the tests' tiny two-stage export (the shipped design)."""
+    export = two_stage / "exports" / "generator" / "1"
     s = servers.start("services.sampler.service:SamplerService", "sampler",
                       env={"FACEGEN_SAMPLER_EXPORT": str(export), "FACEGEN_SAMPLER_MAX_IMAGES_PER_REQUEST": "32",
                            "FACEGEN_SAMPLER_MAX_BODY_BYTES": "512"})
