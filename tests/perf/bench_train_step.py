@@ -23,7 +23,8 @@ if stage == "autoencoder":
     model, disc = Autoencoder(cfg.model).to(memory_format=fmt), PatchDiscriminator(cfg.disc_widths).to(memory_format=fmt)
     opt, opt_d = torch.optim.AdamW(model.parameters()), torch.optim.AdamW(disc.parameters())
     if comp:
-        model.encoder, model.decoder, disc.net = (torch.compile(m) for m in (model.encoder, model.decoder, disc.net))
+        # forward methods, not the Sequentials: the adaptive weight reads the decoder's last layer by index
+        model.forward, disc.forward = torch.compile(model.forward), torch.compile(disc.forward)
     x = torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8)
     step = lambda: train_step(model, disc, opt, opt_d, x, 1, cfg)
 else:
@@ -52,8 +53,11 @@ def main() -> None:
     ap.add_argument("--stage", choices=["autoencoder", "prior"], default="autoencoder")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--only-compile", action="store_true")
     args = ap.parse_args()
-    variants = [(b, c, 0) for b in (0, 1) for c in (0, 1)] + ([] if args.no_compile else [(1, 0, 1), (0, 0, 1)])
+    ap_only = args.only_compile
+    variants = [] if ap_only else [(b, c, 0) for b in (0, 1) for c in (0, 1)]
+    variants += [] if args.no_compile else [(1, 0, 1), (0, 0, 1)]
     for bf16, cl, comp in variants:
         out = subprocess.run([sys.executable, "-c", PROBE, args.stage, str(args.batch), str(bf16), str(cl), str(comp)],
                              capture_output=True, text=True)
