@@ -95,7 +95,7 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
     prior = ema.shadow.eval()
     report = {"held_out": None, "autoencoder": str(autoencoder_run)}
     if gs.held_out.any():
-        report["held_out"] = held_out(prior, encode_set(autoencoder, gs.images[gs.held_out])[0],
+        report["held_out"] = held_out(prior, encode_set(autoencoder, gs.images[gs.held_out], mirrored=False)[0],
                                       gs.conditions[gs.held_out])
     else:
         click.echo("warning: no image was held out (5 % by file name), so there is no held-out score", err=True)

@@ -15,7 +15,6 @@ class GeneratorSet:
     images: np.ndarray  # uint8 [N, H, W, 3]
     conditions: np.ndarray  # float32 [N, 5], in CONDITIONS order
     held_out: np.ndarray  # bool [N]
-    skipped: int
 
 
 def load_generator_set(data: Path, conditions_csv: Path | None, image_size: int, seed: int) -> GeneratorSet:
@@ -43,4 +42,4 @@ def load_generator_set(data: Path, conditions_csv: Path | None, image_size: int,
     if not (~is_val).any():
         raise click.ClickException(f"{data}: no images to train on ({len(kept)} readable of {len(records)} labelled, "
                                    f"{int(is_val.sum())} held out)")
-    return GeneratorSet(images, c, is_val, len(problems))
+    return GeneratorSet(images, c, is_val)

@@ -89,6 +89,29 @@ def kl_balance(kls: torch.Tensor, beta: float, alpha: torch.Tensor) -> tuple[tor
     return beta * (kls * coeffs).sum(dim=1), coeffs
 
 
+def nvae_kl(kl_all: torch.Tensor, step: int, warmup_steps: int, balance: bool, areas: list[int],
+            groups_per_scale: list[int]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The KL term NVAE minimises, for KL per group kl_all [N, G]: (weighted KL per image [N], the
+    group coefficients [G], β) — warm-up, and balancing during it when `balance`."""
+    beta = kl_warmup(step, warmup_steps)
+    if balance:
+        weighted, coeffs = kl_balance(kl_all, beta, group_alpha(areas, groups_per_scale))
+    else:
+        weighted, coeffs = beta * kl_all.sum(1), torch.ones(kl_all.shape[1], device=kl_all.device)
+    return weighted, coeffs, beta
+
+
+def nvae_regularisers(model: nn.Module, spectral: SpectralRegularizer | None, spectral_weight: float,
+                      bn_weight: float) -> torch.Tensor:
+    """NVAE's spectral regularisation and BatchNorm-scale penalty, weighted (0 weight: left out)."""
+    penalty = torch.zeros((), device=next(model.parameters()).device)
+    if spectral_weight and spectral is not None:
+        penalty = penalty + spectral_weight * spectral()
+    if bn_weight:
+        penalty = penalty + bn_weight * bn_scale_penalty(model)
+    return penalty
+
+
 def bn_scale_penalty(model: nn.Module) -> torch.Tensor:
     """Σ over BatchNorm layers of the largest |scale| (NVAE bounds BN scales this way)."""
     terms = [m.weight.abs().max() for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine]

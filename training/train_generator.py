@@ -148,20 +148,12 @@ def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Ten
     else:
         recon_fit = recon
     kl_all = torch.stack(kls, dim=1)  # [N, G]
-    beta = losses.kl_warmup(step, int(cfg.kl_warmup_fraction * cfg.steps))
-    alpha = losses.group_alpha(model.group_areas, [s.groups for s in model.cfg.scales for _ in range(s.groups)])
-    if cfg.kl_balance:
-        kl_weighted, coeffs = losses.kl_balance(kl_all, beta, alpha)
-    else:
-        kl_weighted, coeffs = beta * kl_all.sum(1), torch.ones(kl_all.shape[1], device=kl_all.device)
+    kl_weighted, coeffs, beta = losses.nvae_kl(kl_all, step, int(cfg.kl_warmup_fraction * cfg.steps), cfg.kl_balance,
+                                               model.group_areas, model.hier.groups_per_scale)
     dims = float(np.prod(images.shape[1:]))
     # NVAE weighs its regularisers against the per-image NELBO; this loss is per dimension, so
     # their weights are divided by the number of dimensions as well
-    penalty = torch.zeros((), device=images.device)
-    if cfg.spectral_weight and spectral is not None:
-        penalty = penalty + cfg.spectral_weight * spectral()
-    if cfg.bn_weight:
-        penalty = penalty + cfg.bn_weight * losses.bn_scale_penalty(model)
+    penalty = losses.nvae_regularisers(model, spectral, cfg.spectral_weight, cfg.bn_weight)
     loss = ((recon_fit + kl_weighted).mean() + penalty) / dims
     drift = torch.zeros((), device=images.device)
     if consistency:

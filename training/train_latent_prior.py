@@ -60,17 +60,18 @@ TRAIN_PRESETS = {
 
 
 @torch.no_grad()
-def encode_set(autoencoder: Autoencoder, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grids of the faces, grids of their mirror images), normalised: the prior's data."""
+def encode_set(autoencoder: Autoencoder, images: np.ndarray, mirrored: bool = True,
+               batch: int = 256) -> tuple[torch.Tensor, ...]:
+    """(grids of the faces[, grids of their mirror images]), normalised: the prior's data."""
     autoencoder.eval()
     out = []
-    for flip in (False, True):
+    for flip in (False, True) if mirrored else (False,):
         grids = []
         for i in range(0, len(images), batch):
             x = torch.from_numpy(images[i : i + batch])
             grids.append(autoencoder.encode(x.flip(2) if flip else x))
         out.append(torch.cat(grids))
-    return out[0], out[1]
+    return tuple(out)
 
 
 def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tensor, step: int,
@@ -90,17 +91,9 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
             nll, kls = model(grid, conditions)
     nll = nll.float()
     kl_all = torch.stack(kls, dim=1).float()  # [N, G]
-    beta = losses.kl_warmup(step, int(cfg.kl_warmup_fraction * cfg.steps))
-    alpha = losses.group_alpha(net.hier.group_areas, net.hier.groups_per_scale)
-    if cfg.kl_balance:
-        kl_weighted, _ = losses.kl_balance(kl_all, beta, alpha)
-    else:
-        kl_weighted = beta * kl_all.sum(1)
-    penalty = torch.zeros((), device=grid.device)
-    if cfg.spectral_weight and spectral is not None:
-        penalty = penalty + cfg.spectral_weight * spectral()
-    if cfg.bn_weight:
-        penalty = penalty + cfg.bn_weight * losses.bn_scale_penalty(net)
+    kl_weighted, _, _ = losses.nvae_kl(kl_all, step, int(cfg.kl_warmup_fraction * cfg.steps), cfg.kl_balance,
+                                       net.hier.group_areas, net.hier.groups_per_scale)
+    penalty = losses.nvae_regularisers(net, spectral, cfg.spectral_weight, cfg.bn_weight)
     dims = float(np.prod(grid.shape[1:]))
     loss = ((nll + kl_weighted).mean() + penalty) / dims
     drift = torch.zeros((), device=grid.device)

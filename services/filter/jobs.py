@@ -108,8 +108,7 @@ def _decode(root: Path, file: str, height: int, width: int) -> np.ndarray | str:
     if Path(file).suffix.lower() not in IMAGE_SUFFIXES:
         return "unreadable: not an image file"
     try:
-        real_root = root.resolve()
-        if real_root not in (real_root / file).resolve().parents:
+        if root not in (root / file).resolve().parents:
             return OUTSIDE
         size = (root / file).stat().st_size
         if size > imgs.MAX_BYTES:  # before reading it: a 1.9 GiB file was read whole first
@@ -169,8 +168,10 @@ class DatasetJob:
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(2, thread_name_prefix="decode") as pool, self.checkpoint.open("a") as ck:
 
+            real_root = self.root.resolve()  # once: _decode compares every file's real path with it
+
             def decode_chunk(chunk: list[str]):
-                return list(pool.map(lambda f: _decode(self.root, f, height, width), chunk))
+                return list(pool.map(lambda f: _decode(real_root, f, height, width), chunk))
 
             chunks = [todo[i : i + self.chunk] for i in range(0, len(todo), self.chunk)]
             pending = loop.run_in_executor(None, decode_chunk, chunks[0]) if chunks else None
