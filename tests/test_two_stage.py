@@ -114,3 +114,32 @@ def test_inconsistent_shapes_are_refused_before_training(command, bad, message, 
                                     "--out", str(tmp_path / "a")])
     assert res.exit_code == 1 and message in res.output, res.output
     assert not (tmp_path / "a" / "config.json").exists()
+
+
+def test_decoder_adaptation_keeps_the_encoder_and_sharpens_only_the_decoder(two_stage, synth_root, tmp_path):
+    """Stage 3 fine-tunes the decoder against the prior's samples: the encoder and its latent
+    normalisation are the stage-1 ones to the bit (the prior's data did not move), the decoder
+    changed, the discriminator saw reconstructions and prior samples, and the export runs."""
+    ae_run = two_stage / "runs" / "autoencoder"
+    out, export = tmp_path / "decoder", tmp_path / "exports" / "generator" / "1"
+    res = CliRunner().invoke(main, ["decoder", "--data", str(synth_root), "--conditions", str(two_stage / "conditions.csv"),
+                                    "--autoencoder", str(ae_run), "--prior", str(two_stage / "runs" / "generator"),
+                                    "--preset", "tiny", "--out", str(out), "--export", str(export)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    log = _log(out)
+    assert len(log) == 20 and all(np.isfinite(r["loss"]) for r in log)
+    assert [r["step"] for r in log if "adv_weight" in r][0] == 5
+    before, after = load_autoencoder(ae_run).state_dict(), load_autoencoder(out).state_dict()
+    enc = [k for k in before if k.startswith(("encoder.", "latent_"))]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    faces = OnnxGenerator(export)(np.full((2, 5), 0.5, np.float32), 0.8, np.arange(2))
+    assert faces.shape == (2, 64, 64, 3) and (tmp_path / "exports" / "encoder" / "1" / "model.onnx").exists()
+
+
+def test_decoder_adaptation_needs_a_trained_prior(two_stage, synth_root, tmp_path):
+    res = CliRunner().invoke(main, ["decoder", "--data", str(synth_root), "--autoencoder",
+                                    str(two_stage / "runs" / "autoencoder"), "--prior", str(tmp_path / "none"),
+                                    "--preset", "tiny", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 1 and "train stage 2 first" in res.output, res.output

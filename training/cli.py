@@ -113,13 +113,14 @@ from training.cli_all import all_cmd  # noqa: E402  (subcommands in their own mo
 from training.cli_attributes import attributes_cmd, hand_labels_cmd, label_cmd  # noqa: E402
 from training.cli_autoencoder import autoencoder_cmd  # noqa: E402
 from training.cli_critic import critic_cmd  # noqa: E402
+from training.cli_decoder import decoder_cmd  # noqa: E402
 from training.cli_evaluate import evaluate_generator_cmd  # noqa: E402
 from training.cli_filter import filter_cmd, select_cmd  # noqa: E402
 from training.cli_generator import generator_cmd  # noqa: E402
 from training.cli_generator_pixel import generator_pixel_cmd  # noqa: E402
 
 for _cmd in (filter_cmd, select_cmd, hand_labels_cmd, attributes_cmd, label_cmd, autoencoder_cmd, generator_cmd,
-             generator_pixel_cmd, evaluate_generator_cmd, critic_cmd, all_cmd):
+             decoder_cmd, generator_pixel_cmd, evaluate_generator_cmd, critic_cmd, all_cmd):
     main.add_command(_cmd)
 
 if __name__ == "__main__":

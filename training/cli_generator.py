@@ -110,18 +110,46 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
     run.close()
     click.echo(json.dumps(report, indent=2))
     if export_dir is not None:
-        from training.export import export_model
-        from training.models.latent_prior import Encoder
-        from training.train_generator import export_spec
-        from training.train_latent_prior import SAMPLING_TWO_STAGE, encoder_spec
-
         card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
-                "design": "two-stage: autoencoder + conditional NVAE prior over its latent grid",
                 "config": config_io.to_dict(cfg), "autoencoder_config": config_io.to_dict(ae_cfg), "metrics": report}
-        spec = export_spec(sampler, version=export_dir.name, image_size=ae_cfg.image_size, sampling=SAMPLING_TWO_STAGE)
-        written = export_model(sampler, spec, export_dir, card)
-        click.echo(f"exported the sampler to {export_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
-        encoder_dir = encoder_dir or export_dir.parent.parent / "encoder" / export_dir.name
-        written = export_model(Encoder(prior, autoencoder).eval(), encoder_spec(sampler, ae_cfg.image_size, encoder_dir.name),
-                               encoder_dir, {**card, "sampler": str(export_dir)})
-        click.echo(f"exported the encoder to {encoder_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+        export_two_stage(prior, autoencoder, export_dir, encoder_dir, card)
+
+
+def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | None, card: dict) -> None:
+    """Export the sampler (prior + decoder) to `export_dir` and the encoder beside it (default
+    exports/encoder/<same version>)."""
+    from training.export import export_model
+    from training.models.latent_prior import Encoder, TwoStageSampler
+    from training.train_generator import export_spec
+    from training.train_latent_prior import SAMPLING_TWO_STAGE, encoder_spec
+
+    size = autoencoder.cfg.image_size
+    card = {"design": "two-stage: autoencoder + conditional NVAE prior over its latent grid", **card}
+    sampler = TwoStageSampler(prior, autoencoder).eval()
+    spec = export_spec(sampler, version=export_dir.name, image_size=size, sampling=SAMPLING_TWO_STAGE)
+    written = export_model(sampler, spec, export_dir, card)
+    click.echo(f"exported the sampler to {export_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+    encoder_dir = encoder_dir or export_dir.parent.parent / "encoder" / export_dir.name
+    written = export_model(Encoder(prior, autoencoder).eval(), encoder_spec(sampler, size, encoder_dir.name),
+                           encoder_dir, {**card, "sampler": str(export_dir)})
+    click.echo(f"exported the encoder to {encoder_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+
+
+def load_prior(run_dir: Path, readjust_batches: int = 100, readjust_temperature: float = 0.8, seed: int = 0):
+    """A trained stage-2 run's EMA prior (its state.pt), BatchNorm re-estimated as the export does."""
+    import torch
+
+    from training import config as config_io
+    from training.models.latent_prior import LatentPrior
+    from training.train_generator import readjust_bn
+    from training.train_latent_prior import LatentPriorTrainConfig
+
+    if not (run_dir / "state.pt").exists():
+        raise click.ClickException(f"{run_dir}/state.pt not found: train stage 2 first (`facegen-train generator`)")
+    cfg = config_io.load(LatentPriorTrainConfig, run_dir / "config.json")
+    prior = LatentPrior(cfg.model)
+    ema = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)["ema"]
+    prior.load_state_dict({k.removeprefix("shadow."): v for k, v in ema.items()})
+    if readjust_batches:
+        readjust_bn(prior, readjust_temperature, readjust_batches, seed=seed)
+    return prior.eval().requires_grad_(False)

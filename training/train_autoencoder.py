@@ -16,6 +16,7 @@ the non-finite guard, EMA weights for export, resumable state, bf16 autocast on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,6 +61,16 @@ class AutoencoderTrainConfig:
     flip: bool = True
     bf16: bool = True  # autocast on CPU (Zen 4 AVX-512 BF16: ~1.7× faster steps here); fp32 weights
     eval_every: int = 500
+    # decoder adaptation (`facegen-train decoder`): start from a trained autoencoder, keep its
+    # encoder and latent normalisation (the prior's data stays what the prior was trained on) and
+    # show the discriminator, beside reconstructions, decoded samples of the frozen prior: the
+    # decoder learns to draw real-looking faces from the grids the prior actually makes, which
+    # differ from the encoder's. The reconstruction terms keep it faithful to the encoder's grids.
+    init_from: str = ""  # an autoencoder folder (model.pt) whose weights this run starts from
+    freeze_encoder: bool = False
+    prior_samples: int = 0  # decoded prior samples per step (needs a prior; 0 = reconstructions only)
+    prior_temperatures: tuple[float, float] = (0.6, 1.0)  # each sample's temperature, uniform in this range
+    snapshot_every: int = 0  # EMA weights kept as snapshots/stepNNNNNN.pt (quality against training time); 0 = none
     seed: int = 0
     threads: int = 0
 
@@ -69,6 +80,18 @@ TRAIN_PRESETS = {
                                    perceptual_start=5, disc_start=10, adversarial_start=15, adversarial_ramp=5,
                                    disc_widths=(8, 16, 16), eval_every=10, ema_decay=0.9),
     "default": AutoencoderTrainConfig(),
+}
+# decoder adaptation: a fine-tune (lower rates, no staged start for the feature term), a fresh
+# discriminator warmed up on its own before the decoder meets it
+ADAPT_PRESETS = {
+    "tiny": AutoencoderTrainConfig(model=AUTOENCODER_PRESETS["tiny"], batch_size=8, steps=20, warmup_steps=2,
+                                   perceptual_start=0, disc_start=0, adversarial_start=5, adversarial_ramp=5,
+                                   disc_widths=(8, 16, 16), eval_every=10, ema_decay=0.9,
+                                   freeze_encoder=True, prior_samples=4),
+    "default": AutoencoderTrainConfig(steps=4000, lr=5e-4, disc_lr=1e-3, warmup_steps=50, perceptual_start=0,
+                                      disc_start=0, adversarial_start=300, adversarial_ramp=300,
+                                      adversarial_weight=0.5, freeze_encoder=True, prior_samples=16,
+                                      snapshot_every=1000),
 }
 
 
@@ -85,17 +108,31 @@ def adaptive_weight(rec: torch.Tensor, adv: torch.Tensor, last: torch.Tensor) ->
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()
 
 
+def _reconstruct(model: Autoencoder, x: torch.Tensor, cfg: AutoencoderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    if not cfg.freeze_encoder:
+        return model(x, cfg.latent_noise)
+    model.encoder.eval()  # GroupNorm has no running statistics, but keep the frozen half in eval
+    with torch.no_grad():
+        z = model.encode_raw(x)
+        zn = z + cfg.latent_noise * z.std(dim=(0, 2, 3), keepdim=True) * torch.randn_like(z)
+    return model.decode_raw(zn), z
+
+
 def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-               x: torch.Tensor, step: int, cfg: AutoencoderTrainConfig, perceptual: FilterFeatures | None = None) -> dict:
+               x: torch.Tensor, step: int, cfg: AutoencoderTrainConfig, perceptual: FilterFeatures | None = None,
+               prior_grids: torch.Tensor | None = None) -> dict:
     """One update of the autoencoder (and, from `disc_start` on, of the discriminator) on uint8
-    NHWC images `x`; a non-finite loss or gradient skips the update (VDVAE's guard)."""
+    NHWC images `x`; `prior_grids` (normalised grids a frozen prior sampled) are decoded as more
+    fakes. A non-finite loss or gradient skips the update (VDVAE's guard)."""
     dev = x.device
     target = ImageInput()(x)
     adversarial = step >= cfg.adversarial_start
     ramp = min(1.0, (step - cfg.adversarial_start + 1) / max(cfg.adversarial_ramp, 1))
     model.train()
     with _autocast(cfg, dev):
-        recon, z = model(x, cfg.latent_noise)
+        recon, z = _reconstruct(model, x, cfg)
+        drawn = model.decode(prior_grids) if prior_grids is not None else None
+        fakes = recon if drawn is None else torch.cat([recon, drawn])
         l1 = (recon.float() - target).abs().mean()
         feat = torch.zeros((), device=dev)
         if perceptual is not None and cfg.perceptual_weight > 0 and step >= cfg.perceptual_start:
@@ -104,7 +141,7 @@ def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Op
         loss = rec + cfg.latent_penalty * z.float().pow(2).mean()
         if adversarial:
             disc.requires_grad_(False)
-            adv = -disc(recon).float().mean()
+            adv = -disc(fakes).float().mean()
             ratio = adaptive_weight(rec, adv, model.last_layer).clamp(max=cfg.adversarial_max_weight)
             lam = ramp * cfg.adversarial_weight * ratio
             loss = loss + lam * adv
@@ -122,7 +159,7 @@ def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Op
     if step >= cfg.disc_start:
         disc.requires_grad_(True)
         with _autocast(cfg, dev):
-            d_real, d_fake = disc(target), disc(recon.detach())
+            d_real, d_fake = disc(target), disc(fakes.detach())
             d_loss = F.relu(1.0 - d_real.float()).mean() + F.relu(1.0 + d_fake.float()).mean()
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -132,16 +169,27 @@ def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Op
     return m
 
 
-def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progress=None) -> tuple[Autoencoder, EMA]:
-    """images uint8 [N, H, W, 3]; resumes from run/state.pt. Returns (model, EMA) on the CPU."""
+def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progress=None,
+          prior_sampler=None) -> tuple[Autoencoder, EMA]:
+    """images uint8 [N, H, W, 3]; resumes from run/state.pt. Returns (model, EMA) on the CPU.
+    `prior_sampler(k, temperatures, gen)` → k normalised grids of a frozen prior, needed when
+    cfg.prior_samples > 0."""
+    if cfg.prior_samples and prior_sampler is None:
+        raise ValueError("prior_samples > 0 needs a trained prior to sample from")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dev = loop.device()
-    model = Autoencoder(cfg.model).to(dev)
+    model = Autoencoder(cfg.model)
+    if cfg.init_from:
+        model.load_state_dict(torch.load(Path(cfg.init_from) / "model.pt", map_location="cpu"))
+    model.to(dev)
     disc = PatchDiscriminator(cfg.disc_widths).to(dev)
     ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.5, 0.9))
+    trained = model.decoder.parameters() if cfg.freeze_encoder else model.parameters()
+    if cfg.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, weight_decay=0.0, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
     start = run.load_state(model=model, disc=disc, ema=ema, opt=opt, opt_d=opt_d, sched=sched)
@@ -154,7 +202,12 @@ def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progr
         if cfg.flip:
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(2), x)
-        m = train_step(model, disc, opt, opt_d, x.to(dev), step, cfg, perceptual)
+        grids = None
+        if cfg.prior_samples:
+            lo, hi = cfg.prior_temperatures
+            temps = lo + (hi - lo) * torch.rand(cfg.prior_samples, generator=gen)
+            grids = prior_sampler(cfg.prior_samples, temps, gen).to(dev)
+        m = train_step(model, disc, opt, opt_d, x.to(dev), step, cfg, perceptual, grids)
         if not m["skipped"]:
             ema.update(model)
         sched.step()
@@ -163,6 +216,9 @@ def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progr
             progress(step, m)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             run.save_state(step + 1, model=model, disc=disc, ema=ema, opt=opt, opt_d=opt_d, sched=sched)
+        if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+            (run.root / "snapshots").mkdir(exist_ok=True)
+            torch.save(ema.shadow.state_dict(), run.root / "snapshots" / f"step{step + 1:06d}.pt")
     return model.cpu(), ema.cpu()
 
 
