@@ -45,8 +45,6 @@ unset -f _facegen_setup
 unset _facegen_extras
 case ":$PATH:" in *":$FACEGEN_ROOT/.venv/bin:"*) ;; *) export PATH="$FACEGEN_ROOT/.venv/bin:$PATH" ;; esac
 export VIRTUAL_ENV="$FACEGEN_ROOT/.venv"
-# glibc returns big freed tensors to the OS every step and taking memory back is very slow on
-# these VMs: without these, torch training stalls 4–67 s per step (see the developers' guide).
-export MALLOC_MMAP_MAX_=0
-export MALLOC_TRIM_THRESHOLD_=100000000000
+# No MALLOC_* here: `facegen-train` sets its own allocator policy (training/allocator.py); the
+# services started from this shell keep glibc's, which returns a large request's memory.
 export PYTHONUNBUFFERED=1

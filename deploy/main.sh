@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 once=0; [ "${1:-}" = "--once" ] && once=1
 set --  # env.sh reads its own arguments (the extras to install)
 source deploy/env.sh
+# a shell that sourced an older env.sh may still carry the training allocator policy: a service
+# under it keeps the peak memory of its largest request for ever (tests/perf/service_memory.py)
+unset MALLOC_MMAP_MAX_ MALLOC_TRIM_THRESHOLD_
 out="$(mkdir -p "${FACEGEN_OUT:-runs/main}" && cd "${FACEGEN_OUT:-runs/main}" && pwd)"
 set -a
 # shellcheck disable=SC1091

@@ -16,6 +16,9 @@ from training.data.conditions import CONDITIONS
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """facegen training: datasets, the four models, ONNX export."""
+    from training.allocator import hold_freed_memory
+
+    hold_freed_memory()
 
 
 @main.command()

@@ -14,6 +14,7 @@ import sys
 
 PROBE = r"""
 import dataclasses, json, sys, time, torch
+from training.allocator import hold_freed_memory; hold_freed_memory()  # as facegen-train does
 stage, batch, bf16, cl, comp = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1", sys.argv[5] == "1"
 fmt = torch.channels_last if cl else torch.contiguous_format
 if stage == "autoencoder":
