@@ -131,7 +131,7 @@ def test_sourcing_env_sh_leaves_the_callers_shell_as_it_was(tmp_path):
     """README: "from another shell, `source deploy/env.sh` first" — a `set -e` leaking out of it
     would close that shell at the first failed command, and a `cd` would move where files go."""
     script = f"""set +eu; cd {tmp_path}; source {DEPLOY / 'env.sh'} || exit 9
-echo "opts=$-"; echo "pwd=$PWD"; echo "python=$(command -v python)"; echo "trim=${MALLOC_TRIM_THRESHOLD_:-}"
+echo "opts=$-"; echo "pwd=$PWD"; echo "python=$(command -v python)"; echo "trim=${{MALLOC_TRIM_THRESHOLD_:-}}"
 false; echo alive"""
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

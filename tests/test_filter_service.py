@@ -322,6 +322,15 @@ def test_http_task_filters_a_folder_and_an_uploaded_archive(server, stub, datase
     assert len(rows) == result["summary"]["total"] == len(list((datasets / "real").rglob("*.*")))
     progress = httpx.post(f"{server.url}/job_progress", json={"job_id": result["summary"]["job_id"]}).json()
     assert progress["done"] == progress["total"] and progress["complete"]
+    # polling is a read: GET answers the same; an unknown job is a 404 with a message, not a list
+    got = httpx.get(f"{server.url}/job_progress", params={"job_id": result["summary"]["job_id"]})
+    assert got.status_code == 200 and got.json() == progress
+    for r in (httpx.get(f"{server.url}/job_progress", params={"job_id": "no-such-job"}),
+              httpx.post(f"{server.url}/job_progress", json={"job_id": "no-such-job"})):
+        assert r.status_code == 404 and r.json() == {"error": "no job 'no-such-job' on this filter service",
+                                                     "code": "NOT_FOUND"}, r.text
+    r = httpx.get(f"{server.url}/job_progress")
+    assert r.status_code == 400 and "needs a job_id" in r.json()["error"]
     # the same folder and threshold over gRPC is the same job, though its float32 0.9 is 0.89999998
     events = list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(datasets / "real"), threshold=0.9), timeout=120))
     summary = events[-1].summary

@@ -25,6 +25,10 @@ class Forbidden(PermissionError):
     """A request for something outside what this server is configured to allow."""
 
 
+class NotFound(LookupError):
+    """A request for something (a job) that does not exist here."""
+
+
 class Conflict(RuntimeError):
     """A request that collides with work in progress (the same job already running): not wrong,
     and worth sending again once that work is done."""
@@ -43,6 +47,7 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, int]] = [
     (InvalidImage, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (Forbidden, grpc.StatusCode.PERMISSION_DENIED, 403),
+    (NotFound, grpc.StatusCode.NOT_FOUND, 404),
     (Conflict, grpc.StatusCode.ABORTED, 409),
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED, 503),
     (UpstreamUnavailable, grpc.StatusCode.UNAVAILABLE, 503),

@@ -23,7 +23,7 @@ import numpy as np
 from services.core import images as imgs
 from services.core.bento import ModelService, body_route, port_check, status_app
 from services.core.body_limit import BodyLimit, limit_from_env
-from services.core.errors import Conflict
+from services.core.errors import BadRequest, Conflict, NotFound
 from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, grpc_call, http_call, remaining
@@ -75,6 +75,17 @@ class FilterCore:
                            "has finished to get its result, and follow it meanwhile with /job_progress")
         async with lock:
             yield
+
+    def progress(self, job_id: str) -> dict:
+        """Files decided so far of the total, for a job this service knows."""
+        path = self.jobs_dir / job_id / "job.json"
+        if not job_id:
+            raise BadRequest("job_progress needs a job_id (the one /filter_dataset or /filter_archive returned)")
+        if not is_job_id(job_id) or not path.exists():
+            raise NotFound(f"no job {job_id!r} on this filter service")
+        meta = json.loads(path.read_text())
+        job = DatasetJob(self.jobs_dir, job_id, Path(meta["dataset"]), meta["threshold"])
+        return {"job_id": job_id, **job.progress(), "complete": job.csv_path.exists()}
 
     def run_job(self, job: DatasetJob):
         """Decisions as they are made; the caller holds exclusive(job.job_id)."""
@@ -203,16 +214,48 @@ class FilterService(ModelService):
         return await http_call(self.model.metrics, "filter_archive", work)
 
     @bentoml.api(route="/job_progress")
-    def job_progress(self, job_id: str) -> dict:
-        """Progress of a dataset job: files decided so far of the total."""
-        path = self.core.jobs_dir / job_id / "job.json"
-        if not is_job_id(job_id) or not path.exists():
-            raise bentoml.exceptions.NotFound(f"no job {job_id!r}")
-        meta = json.loads(path.read_text())
-        job = DatasetJob(self.core.jobs_dir, job_id, Path(meta["dataset"]), meta["threshold"])
-        return {"job_id": job_id, **job.progress(), "complete": job.csv_path.exists()}
+    async def job_progress(self, job_id: str) -> dict:
+        """Progress of a dataset job: files decided so far of the total (also GET /job_progress?job_id=)."""
+
+        async def work():
+            return self.core.progress(job_id)
+
+        return await http_call(self.model.metrics, "job_progress", work)
+
+
+class ProgressByGet:
+    """GET /job_progress?job_id=… answers as POST /job_progress does: polling a job is a read
+    (BentoML's API routes take POST only)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].rstrip("/") == "/job_progress":
+            from urllib.parse import parse_qs
+
+            from starlette.responses import JSONResponse
+
+            from services.core.bento import INSTANCES
+
+            job_id = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("job_id", [""])[0]
+            svc = INSTANCES.get("filter")
+            if svc is None:
+                response = JSONResponse({"error": "not ready", "code": "UNAVAILABLE"}, status_code=503)
+            else:
+                response = await http_call(svc.model.metrics, "job_progress", lambda: _progress(svc, job_id))
+                if isinstance(response, dict):
+                    response = JSONResponse(response)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _progress(svc: FilterService, job_id: str) -> dict:
+    return svc.core.progress(job_id)
 
 
 # bodies over the limit are refused (413) before BentoML reads them; an archive upload has its own
+FilterService.add_asgi_middleware(ProgressByGet)
 FilterService.add_asgi_middleware(BodyLimit, service="filter",
                                   large={"/filter_archive": limit_from_env("filter", "MAX_UPLOAD_BYTES", 2 * 2**30)})
