@@ -237,6 +237,13 @@ def decode_proto_image(msg) -> np.ndarray:
     raise imgs.InvalidImage("image has neither `raw` nor `encoded` data")
 
 
+def _caller_left(context: grpc.aio.ServicerContext) -> bool:
+    """grpc.aio cancels the handler's task when its caller cancels or runs out of time (its
+    context's cancelled() stays False meanwhile); a deadline already past says the same."""
+    task = asyncio.current_task()
+    return bool(task is not None and task.cancelling()) or context.time_remaining() == 0
+
+
 @asynccontextmanager
 async def grpc_call(metrics: ServiceMetrics, method: str, context: grpc.aio.ServicerContext):
     """Record metrics for a gRPC method and turn exceptions into status codes with messages."""
@@ -249,6 +256,11 @@ async def grpc_call(metrics: ServiceMetrics, method: str, context: grpc.aio.Serv
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
+            if _caller_left(context):
+                # the caller left (its deadline, a cancel) and the work failed because of it: there
+                # is nobody to tell, and aborting the finished call raises inside grpc (a traceback)
+                outcome["status"] = "CANCELLED"
+                raise asyncio.CancelledError from exc
             code, _, message = classify(exc)
             outcome["status"] = code.name
             await context.abort(code, message)
