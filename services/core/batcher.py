@@ -38,8 +38,11 @@ Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 class QueueFull(Exception):
-    def __init__(self, queued: int, limit: int, retry_after_s: float) -> None:
-        super().__init__(f"server busy: {queued} images queued (limit {limit}); retry in {retry_after_s:.1f} s")
+    """Refused for now, worth sending again in `retry_after_s` (RESOURCE_EXHAUSTED / 503 + Retry-After)."""
+
+    def __init__(self, queued: int, limit: int, retry_after_s: float, what: str = "images queued",
+                 why: str = "") -> None:
+        super().__init__(f"server busy: {queued} {what} (limit {limit}){why}; retry in {retry_after_s:.1f} s")
         self.retry_after_s = retry_after_s
 
 

@@ -42,6 +42,8 @@ CONDITION_ERROR = Histogram("facegen_condition_error", "Mean |measured − reque
                             buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0))
 CANDIDATES = Counter("facegen_candidates_total", "Generated candidates by outcome (kept / rejected by oversampling)",
                      ["outcome"])
+IN_FLIGHT_CANDIDATES = Gauge("facegen_pipeline_candidates_in_flight", "Candidates admitted by the pipeline and not finished",
+                             multiprocess_mode="livesum")
 DEGRADED = Counter("facegen_degraded_total", "Answers given without an unavailable upstream service", ["upstream"])
 
 

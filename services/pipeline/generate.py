@@ -21,6 +21,7 @@ import numpy as np
 
 from services.core import metrics
 from services.core.errors import BadRequest, UpstreamUnavailable
+from services.pipeline.admission import Admission
 from services.pipeline.upstream import Realness, Upstreams
 
 CONDITIONS = ("eyes", "mouth", "hair_color", "background", "head")  # the generator's signature order
@@ -112,11 +113,32 @@ async def _nothing() -> None:
     return None
 
 
+async def _all_or_none(calls: list[Awaitable]) -> list:
+    """Every result, or the first failure with the other calls cancelled (a request that failed
+    must not keep the services busy with the rest of its work)."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class Pipeline:
     def __init__(self, upstreams: Upstreams, timeout_s: float, encode: Encode | None = None,
-                 max_per_call: int = 256) -> None:
+                 max_per_call: int = 256, max_timeout_s: float | None = None,
+                 admission: Admission | None = None) -> None:
+        """timeout_s: a request's time when its caller sets no deadline; max_timeout_s: the most
+        a caller's deadline is honoured (default timeout_s)."""
         self.up, self.timeout_s, self.encode = upstreams, timeout_s, encode
+        self.max_timeout_s = max(max_timeout_s or timeout_s, timeout_s)
         self.max_per_call = max_per_call  # the model services' max_images_per_request
+        self.admission = admission or Admission()
+
+    def budget_s(self, timeout_s: float | None) -> float:
+        return min(timeout_s or self.timeout_s, self.max_timeout_s)
 
     def _left(self, deadline: float) -> float:
         left = deadline - time.monotonic()
@@ -169,30 +191,36 @@ class Pipeline:
         return faces
 
     async def generate(self, spec: GenerateSpec, timeout_s: float | None = None) -> tuple[list[Face], set[str]]:
-        deadline = time.monotonic() + min(timeout_s or self.timeout_s, self.timeout_s)
+        budget = self.budget_s(timeout_s)
+        with self.admission.admit(spec.candidates, budget):
+            return await self._generate(spec, time.monotonic() + budget)
+
+    async def _generate(self, spec: GenerateSpec, deadline: float) -> tuple[list[Face], set[str]]:
         degraded: set[str] = set()
         # one trip through the chain for all candidates: splitting a request into chunks that run
         # side by side measured slower (124 vs 105 ms for 16 faces on 2 cores): the lanes already keep
         # every core busy, and more, smaller calls only add hops. Only candidates beyond what a
         # model service takes in one call (64 faces × oversample 8 = 512 > 256) go in several.
         n, step = spec.candidates, self.max_per_call
-        parts = await asyncio.gather(*(self.chain(spec, range(i, min(i + step, n)), deadline, degraded)
-                                       for i in range(0, n, step)))
+        parts = await _all_or_none([self.chain(spec, range(i, min(i + step, n)), deadline, degraded)
+                                    for i in range(0, n, step)])
         return self._keep(spec, [f for part in parts for f in part]), degraded
 
     async def stream(self, spec: GenerateSpec, chunk: int, timeout_s: float | None = None) -> AsyncIterator[Face]:
         """Faces as they are ready: chunk by chunk without oversampling (which must see every
         candidate before it can choose)."""
-        if spec.oversample > 1:
-            faces, _ = await self.generate(spec, timeout_s)
-            for f in faces:
-                yield f
-            return
-        deadline = time.monotonic() + min(timeout_s or self.timeout_s, self.timeout_s)
-        for start in range(0, spec.count, chunk):
-            faces = await self.chain(spec, range(start, min(start + chunk, spec.count)), deadline, set())
-            for f in self._keep(spec, faces):
-                yield f
+        budget = self.budget_s(timeout_s)
+        with self.admission.admit(spec.candidates, budget):
+            deadline = time.monotonic() + budget
+            if spec.oversample > 1:
+                faces, _ = await self._generate(spec, deadline)
+                for f in faces:
+                    yield f
+                return
+            for start in range(0, spec.count, chunk):
+                faces = await self.chain(spec, range(start, min(start + chunk, spec.count)), deadline, set())
+                for f in self._keep(spec, faces):
+                    yield f
 
     def _keep(self, spec: GenerateSpec, faces: list[Face]) -> list[Face]:
         kept = faces if spec.oversample == 1 else sorted(

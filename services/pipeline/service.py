@@ -5,7 +5,7 @@ Generate, GenerateStream) and HTTP (POST /generate), calling the four model serv
 
 Settings (env, FACEGEN_PIPELINE_<NAME> or FACEGEN_<NAME>): SAMPLER / CRITIC / ATTRIBUTES /
 FILTER (host:port of each service's gRPC endpoint), GRPC_PORT, TIMEOUT_S, MAX_FACES,
-MAX_OVERSAMPLE, STREAM_CHUNK, COALESCE, UPSTREAM_MAX_IMAGES.
+MAX_TIMEOUT_S, MAX_CANDIDATES, MAX_OVERSAMPLE, STREAM_CHUNK, COALESCE, UPSTREAM_MAX_IMAGES.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from services.core.grpc_server import GrpcServer
 from services.core.metrics import ServiceMetrics
 from services.core.proto import pb, rpc
 from services.core.runtime import grpc_call, http_call, remaining, settings_from_env
+from services.pipeline.admission import Admission, AdmissionConfig
 from services.pipeline.generate import CONDITIONS, DEFAULT_TEMPERATURE, Face, Pipeline, validate
 from services.pipeline.upstream import Upstreams
 
@@ -40,7 +41,11 @@ class PipelineConfig:
     filter: str = "127.0.0.1:50051"
     grpc_port: int = 50050
     grpc_host: str = "0.0.0.0"
-    timeout_s: float = 30.0  # per request, when the caller sets no deadline
+    timeout_s: float = 30.0  # per request, when the caller sets no deadline (HTTP)
+    max_timeout_s: float = 120.0  # the longest gRPC deadline honoured (the largest request needs ~30 s here)
+    # admission control (services/pipeline/admission.py): candidates in flight at most; a request
+    # that cannot finish in its deadline behind them is refused at once, retryable
+    max_candidates: int = 4096
     max_faces: int = 256
     max_oversample: int = 8
     stream_chunk: int = 4  # faces per round trip of GenerateStream
@@ -188,7 +193,8 @@ class GenerationService:
         self.upstreams = Upstreams({"sampler": self.cfg.sampler, "critic": self.cfg.critic,
                                     "attributes": self.cfg.attributes, "filter": self.cfg.filter},
                                    coalesce=self.cfg.coalesce)
-        self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s, encode_pngs, self.cfg.upstream_max_images)
+        self.pipeline = Pipeline(self.upstreams, self.cfg.timeout_s, encode_pngs, self.cfg.upstream_max_images,
+                                 self.cfg.max_timeout_s, Admission(AdmissionConfig(max_candidates=self.cfg.max_candidates)))
         await self.grpc.start()
 
     @bentoml.on_shutdown
@@ -201,7 +207,11 @@ class GenerationService:
         return self.grpc.serving
 
     def status(self) -> dict:
+        adm = self.pipeline.admission if self.pipeline is not None else None
         return {"ready": self.grpc.serving, "grpc": {"port": self.cfg.grpc_port, "serving": self.grpc.serving},
+                "admission": None if adm is None else {"candidates_in_flight": adm.in_flight,
+                                                        "limit": adm.cfg.max_candidates,
+                                                        "measured_faces_per_s": adm.rate, "finished": adm.finished},
                 "upstreams": {"sampler": self.cfg.sampler, "critic": self.cfg.critic,
                               "attributes": self.cfg.attributes, "filter": self.cfg.filter}}
 
