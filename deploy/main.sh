@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job of the README: install, start the five services (filter, attributes, sampler,
-# critic, pipeline) on the shipped models under honcho (deploy/Procfile), then
+# critic, pipeline) on the shipped models under supervisord (deploy/Procfile, deploy/supervise.py:
+# a service that dies is restarted while the others keep serving), then
 #   - generate 16 faces for requested conditions through the pipeline over gRPC (faces.png),
 #   - filter a small procedural dataset through the filter service over gRPC (selection.csv),
 #   - show the HTTP API with curl,
@@ -27,19 +28,24 @@ FACEGEN_PIPELINE_SAMPLER="127.0.0.1:$FACEGEN_SAMPLER_GRPC_PORT"
 FACEGEN_PIPELINE_CRITIC="127.0.0.1:$FACEGEN_CRITIC_GRPC_PORT"
 set +a
 
-honcho -f deploy/Procfile -d . start >"$out/services.log" 2>&1 &
-honcho_pid=$!
-stop() { kill -TERM "$honcho_pid" 2>/dev/null || true; wait "$honcho_pid" 2>/dev/null || true; echo "[facegen] services stopped"; }
+conf="$(python deploy/supervise.py --out "$out")"
+supervisord -c "$conf" >"$out/logs/supervisord.out" 2>&1 &
+supervisor_pid=$!
+stop() { kill -TERM "$supervisor_pid" 2>/dev/null || true; wait "$supervisor_pid" 2>/dev/null || true; echo "[facegen] services stopped"; }
 trap stop EXIT
 trap 'exit 130' INT TERM
 for svc in pipeline filter attributes sampler critic; do
   var="FACEGEN_${svc^^}_HTTP_PORT"
+  log="$out/logs/$svc.log"
   for _ in $(seq 1 240); do
-    curl -sf "http://127.0.0.1:${!var}/readyz" >/dev/null && break
-    kill -0 "$honcho_pid" 2>/dev/null || { echo "[facegen] the services exited; log:"; tail -50 "$out/services.log"; exit 1; }
+    curl -sf -m 2 "http://127.0.0.1:${!var}/readyz" >/dev/null && break
+    kill -0 "$supervisor_pid" 2>/dev/null || { echo "[facegen] supervisord exited:"; tail -20 "$out/logs/supervisord.out"; exit 1; }
     sleep 0.5
   done
-  curl -sf "http://127.0.0.1:${!var}/readyz" >/dev/null || { echo "[facegen] $svc not ready; log:"; tail -50 "$out/services.log"; exit 1; }
+  if ! curl -sf -m 2 "http://127.0.0.1:${!var}/readyz" >/dev/null; then
+    echo "[facegen] $svc not ready: $(curl -s -m 2 "http://127.0.0.1:${!var}/readyz" || echo 'no answer'); log:"
+    tail -50 "$log" 2>/dev/null; exit 1
+  fi
   echo "[facegen] $svc ready on http://127.0.0.1:${!var} (gRPC $(v="FACEGEN_${svc^^}_GRPC_PORT"; echo "${!v}"))"
 done
 
@@ -53,6 +59,6 @@ curl -sf -X POST "http://127.0.0.1:$FACEGEN_PIPELINE_HTTP_PORT/generate" -H 'con
   | python -c 'import json, sys; f = json.load(sys.stdin)["faces"][0]; f.pop("png"); print("[facegen]", json.dumps(f))'
 echo "[facegen] done: $out/faces.png, $out/selection.csv; metrics at http://127.0.0.1:$FACEGEN_PIPELINE_HTTP_PORT/metrics"
 if [ "$once" = 0 ]; then
-  echo "[facegen] serving; Ctrl-C stops every service"
-  wait "$honcho_pid"
+  echo "[facegen] serving (a service that dies is restarted; \`supervisorctl -c $conf status\`); Ctrl-C stops every service"
+  wait "$supervisor_pid"
 fi

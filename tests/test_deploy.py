@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 
 
-def _render():
-    spec = importlib.util.spec_from_file_location("deploy_render", DEPLOY / "render.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", DEPLOY / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["deploy_render"] = mod  # dataclasses look their module up while the class is built
+    sys.modules[f"deploy_{name}"] = mod  # dataclasses look their module up while the class is built
     spec.loader.exec_module(mod)
     return mod
+
+
+def _render():
+    return _load("render")
 
 
 def test_generated_files_match_their_table():
@@ -60,7 +66,7 @@ def test_bentofiles_install_what_the_serve_extra_installs():
 
     serve = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
     common = set(_render().RUNTIME["common"])
-    local_only = {"honcho"}
+    local_only = {"supervisor"}
     missing = [r for r in serve if re.split(r"[<>=;\[ ]", r)[0] not in local_only and r.split(";")[0].strip() not in common]
     assert not missing, f"in the serve extra but not in the bentofiles: {missing}"
 
@@ -114,10 +120,8 @@ def test_dashboard_and_alerts_query_metrics_the_services_export():
 
 
 def test_procfile_starts_every_service():
-    from honcho.environ import parse_procfile
-
     render = _render()
-    procs = parse_procfile((DEPLOY / "Procfile").read_text()).processes
+    procs = _load("supervise").procfile()
     assert set(procs) == {s.name for s in render.SERVICES}
     for s in render.SERVICES:
         assert s.target in procs[s.name] and f"bentoml-{s.name}" in procs[s.name]
@@ -173,3 +177,58 @@ def test_the_import_rules_hold(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert out.returncode != 0 and "services.leak -> torch" in out.stdout, out.stdout + out.stderr
 
+
+
+def test_a_dead_service_is_restarted_while_the_others_keep_serving(tmp_path):
+    """The main job's supervision (deploy/supervise.py → supervisord) on two real services: the
+    filter's processes are killed; the attributes service stays ready the whole time, and the
+    filter is serving again on its own (under honcho, one death stopped all five)."""
+    import httpx
+    import psutil
+
+    from tests import servers
+
+    ports = servers.free_ports(4)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "FACEGEN_STATE": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true", "FACEGEN_GRPC_HOST": "127.0.0.1",
+           "FACEGEN_FILTER_HTTP_PORT": str(ports[0]), "FACEGEN_FILTER_GRPC_PORT": str(ports[1]),
+           "FACEGEN_ATTRIBUTES_HTTP_PORT": str(ports[2]), "FACEGEN_ATTRIBUTES_GRPC_PORT": str(ports[3])}
+    conf = subprocess.run([sys.executable, str(DEPLOY / "supervise.py"), "--out", str(tmp_path), "--only", "filter,attributes"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    sup = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", conf], env=env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait(port: int, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while not ready(port):
+            assert sup.poll() is None and time.monotonic() < end, (tmp_path / "logs" / "filter.log").read_text()[-2000:]
+            time.sleep(0.5)
+
+    try:
+        wait(ports[0], 120)
+        wait(ports[2], 120)
+        main = psutil.Process(sup.pid)
+        filter_procs = [c for c in main.children() if f"{ports[0]}" in " ".join(c.cmdline())]
+        assert len(filter_procs) == 1
+        victims = [filter_procs[0], *filter_procs[0].children(recursive=True)]
+        for v in victims:
+            v.kill()
+        killed_at, attributes_up = time.monotonic(), []
+        while not ready(ports[0]):
+            attributes_up.append(ready(ports[2]))
+            assert time.monotonic() - killed_at < 120, "the filter was not restarted"
+            time.sleep(0.5)
+        assert attributes_up and all(attributes_up)
+        assert sup.poll() is None
+    finally:
+        os.killpg(sup.pid, signal.SIGTERM)
+        try:
+            sup.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(sup.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -565,3 +567,41 @@ def test_a_job_written_with_a_float32_threshold_resumes(tmp_path):
     for dataset, threshold in ((tmp_path / "set", 0.8), (tmp_path / "other", 0.9)):
         with pytest.raises(BadRequest, match="different dataset or threshold"):
             DatasetJob(tmp_path, "job-a", dataset, threshold)
+
+
+def test_a_model_that_fails_to_load_leaves_the_service_up_and_unready(tmp_path):
+    """A model file that fails its sha256 check: the worker does not die and restart for ever (it
+    did, ~18 times a minute, with /readyz hanging); it stays up, /livez 200, /readyz and every
+    route 503 with the reason, no gRPC port serving."""
+    import shutil as sh
+
+    export = tmp_path / "filter" / "1"
+    sh.copytree(servers.REPO / "exports" / "filter" / "1", export)
+    onnx = export / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-1] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    server = servers.launch(servers.SERVICES["filter"], "filter", {"FACEGEN_FILTER_EXPORT": str(export)})
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{server.url}/livez", timeout=1).status_code == 200:
+                    r = httpx.get(f"{server.url}/readyz", timeout=2)
+                    if r.status_code == 503 and "error" in r.text:
+                        break
+            assert server.proc.poll() is None, server.log_text()[-2000:]
+            time.sleep(0.25)
+        r = httpx.get(f"{server.url}/readyz", timeout=2)
+        assert r.status_code == 503 and "sha256" in r.json()["error"], r.text
+        workers = {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}
+        time.sleep(3)
+        assert workers == {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}  # no restarts
+        assert httpx.get(f"{server.url}/v1/status", timeout=2).json()["ready"] is False
+        r = httpx.post(f"{server.url}/classify_raw", files={"pixels": b"\0" * 12}, data={"height": 2, "width": 2}, timeout=5)
+        assert r.status_code == 503 and r.json()["code"] == "UNAVAILABLE" and "sha256" in r.json()["error"]
+        with pytest.raises(grpc.RpcError) as err:
+            rpc.FilterServiceStub(grpc.insecure_channel(server.grpc_target)).Classify(pb.ClassifyRequest(), timeout=2)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop()

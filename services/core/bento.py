@@ -16,7 +16,9 @@ BentoML finds the hooks below through inheritance (it scans dir() of the service
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import ClassVar
 
 import bentoml
@@ -31,6 +33,8 @@ from services.core.errors import BadRequest
 from services.core.grpc_server import GrpcServer, PortInUse, port_is_free
 from services.core.runtime import ImageModel, ServingConfig, http_call
 
+log = logging.getLogger("facegen.service")
+
 # model name → the live service instance of this worker (for the mounted Starlette routes)
 INSTANCES: dict[str, ModelService] = {}
 
@@ -39,26 +43,48 @@ class ModelService:
     model_name: ClassVar[str]
     grpc_services: ClassVar[list[str]]
     default_grpc_port: ClassVar[int]
+    # why the model could not be loaded (a missing export, a file that fails its sha256 check):
+    # the service then stays up and says so (/readyz 503 with this, /livez 200) instead of its
+    # worker dying at start-up and being restarted for ever
+    load_error: str | None = None
+    grpc: GrpcServer | None = None
+    model = None
+
+    @contextmanager
+    def loading(self):
+        """Model loading: a failure is recorded as load_error, not raised."""
+        INSTANCES[self.model_name] = self
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - whatever stops the model, the service reports it
+            self.load_error = self.load_error or f"the {self.model_name} model could not be loaded: {exc}"
+            log.error("%s", self.load_error, exc_info=exc)
 
     def init_model(self, register: Callable[[grpc.aio.Server], None], model_type=ImageModel) -> None:
-        self.cfg = ServingConfig.from_env(self.model_name, grpc_port=self.default_grpc_port)
-        self.model = model_type(self.model_name, self.cfg)
-        self.grpc = GrpcServer(self.cfg.grpc_port, self.grpc_services, register, host=self.cfg.grpc_host)
-        INSTANCES[self.model_name] = self
+        with self.loading():
+            self.cfg = ServingConfig.from_env(self.model_name, grpc_port=self.default_grpc_port)
+            self.model = model_type(self.model_name, self.cfg)
+            if self.load_error is None:  # an unready service does not take gRPC calls it cannot answer
+                self.grpc = GrpcServer(self.cfg.grpc_port, self.grpc_services, register, host=self.cfg.grpc_host)
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
-        await self.grpc.start()
+        if self.grpc is not None:
+            await self.grpc.start()
 
     @bentoml.on_shutdown
     async def stop_grpc(self) -> None:
-        await self.grpc.stop()
-        await self.model.batcher.close()
+        if self.grpc is not None:
+            await self.grpc.stop()
+        if self.model is not None:
+            await self.model.batcher.close()
 
     def __is_ready__(self) -> bool:
-        return self.grpc.serving
+        return self.load_error is None and self.grpc is not None and self.grpc.serving
 
     def status(self) -> dict:
+        if self.load_error is not None:
+            return {"ready": False, "error": self.load_error}
         return {
             "ready": self.grpc.serving,
             "model": self.model.info,
@@ -68,6 +94,26 @@ class ModelService:
             "batching": {"max_batch_size": self.cfg.max_batch_size, "max_latency_ms": self.cfg.max_latency_ms,
                          "lanes": self.model.lanes, "lone_threads": self.model.lone_threads},
         }
+
+
+class Unready:
+    """ASGI middleware of a model service whose model did not load: /readyz and /v1/status answer
+    503 with the reason, every API route 503 UNAVAILABLE with it; /livez and /metrics as usual."""
+
+    PASS = ("/livez", "/healthz", "/metrics")
+
+    def __init__(self, app, service: str) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send) -> None:
+        svc = INSTANCES.get(self.service)
+        error = getattr(svc, "load_error", None)
+        if scope["type"] != "http" or error is None or scope["path"].rstrip("/") in self.PASS:
+            await self.app(scope, receive, send)
+            return
+        readiness = scope["path"].rstrip("/") in ("/readyz", "/v1/status")
+        body = {"ready": False, "error": error} if readiness else {"error": error, "code": "UNAVAILABLE"}
+        await JSONResponse(body, status_code=503)(scope, receive, send)
 
 
 def port_check(model_name: str, default_port: int):

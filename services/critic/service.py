@@ -18,7 +18,7 @@ import bentoml
 import numpy as np
 
 from services.core import images as imgs
-from services.core.bento import ModelService, body_route, port_check, status_app
+from services.core.bento import ModelService, Unready, body_route, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, ServingConfig, grpc_call, http_call, remaining
@@ -94,12 +94,15 @@ class CriticService(ModelService):
 
     def __init__(self) -> None:
         # the refiner first: init_model registers the servicer, which needs both models
-        self.refiner = ImageModel("refiner", ServingConfig.from_env("refiner"))
+        self.refiner = None
+        with self.loading():
+            self.refiner = ImageModel("refiner", ServingConfig.from_env("refiner"))
         self.init_model(lambda server: rpc.add_CriticServiceServicer_to_server(CriticServicer(self), server))
 
     @bentoml.on_shutdown
     async def close_refiner(self) -> None:
-        await self.refiner.batcher.close()
+        if self.refiner is not None:
+            await self.refiner.batcher.close()
 
     def status(self) -> dict:
         return {**super().status(), "refiner": {**self.refiner.info, "lone_threads": self.refiner.lone_threads}}
@@ -124,4 +127,5 @@ class CriticService(ModelService):
 
 
 # bodies over the limit are refused (413) before BentoML reads them
+CriticService.add_asgi_middleware(Unready, service="critic")
 CriticService.add_asgi_middleware(BodyLimit, service="critic")

@@ -15,7 +15,7 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field
 
-from services.core.bento import ModelService, port_check, status_app
+from services.core.bento import ModelService, Unready, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.images import encode_png
 from services.core.proto import pb, rpc
@@ -94,4 +94,5 @@ class SamplerService(ModelService):
 
 
 # bodies over the limit are refused (413) before BentoML reads them
+SamplerService.add_asgi_middleware(Unready, service="sampler")
 SamplerService.add_asgi_middleware(BodyLimit, service="sampler")
