@@ -143,3 +143,40 @@ def test_decoder_adaptation_needs_a_trained_prior(two_stage, synth_root, tmp_pat
                                     str(two_stage / "runs" / "autoencoder"), "--prior", str(tmp_path / "none"),
                                     "--preset", "tiny", "--out", str(tmp_path / "d")])
     assert res.exit_code == 1 and "train stage 2 first" in res.output, res.output
+
+
+def test_the_anchor_holds_the_prior_to_its_start_except_the_feature_band():
+    """Latent prior consistency with an anchor: a copy of the prior gives zero anchor loss; a grid
+    changed only in structure inside the eye-and-mouth band costs nothing, the same change outside
+    it does, and so does a colour shift inside it. Restricting the read conditions changes the drift."""
+    from training import config as config_io
+    from training.models.attributes import ATTRIBUTE_PRESETS, AttributeNet
+    from training.train_latent_prior import TRAIN_PRESETS, Consistency, anchor_loss, band_mask, negative_elbo
+
+    band = band_mask(16)
+    assert band.any() and not band.all() and band[8, 8] and not band[0, 0]
+    g = torch.randn(2, 4, 16, 16)
+    inside = torch.zeros(16, 16)
+    inside[band] = torch.randn(int(band.sum()))
+    inside[band] -= inside[band].mean()  # structure only: the band's mean is unchanged
+    assert anchor_loss(g + inside, g) < 1e-10
+    assert anchor_loss(g + inside.roll(8, 0) * (~band), g) > 0.01
+    shifted = g.clone()
+    shifted[..., band] += 0.5
+    assert anchor_loss(shifted, g) == pytest.approx(0.25, rel=1e-4)
+
+    torch.manual_seed(0)
+    prior = LatentPrior(LATENT_PRIOR_PRESETS["tiny"])
+    ae = Autoencoder(AUTOENCODER_PRESETS["tiny"]).eval()
+    attributes = AttributeNet(ATTRIBUTE_PRESETS["tiny"]).eval()
+    anchor = LatentPrior(LATENT_PRIOR_PRESETS["tiny"])
+    anchor.load_state_dict(prior.state_dict())
+    anchor.eval(), prior.eval()  # same BatchNorm mode: the anchor's sample is the prior's
+    grid, cond = torch.randn(8, 4, 16, 16), torch.rand(8, 5)
+    cfg = config_io.override(TRAIN_PRESETS["tiny"], {"condition_weight": 1.0, "condition_batch": 4, "anchor_weight": 10.0})
+    torch.manual_seed(1)
+    out = negative_elbo(prior, grid, cond, 10, cfg, None, Consistency(ae, attributes, anchor))
+    assert out["drift"] > 0 and float(out["anchor"]) < 1e-8
+    eyes = config_io.override(cfg, {"condition_names": ["eyes", "mouth"]})
+    torch.manual_seed(1)
+    assert negative_elbo(prior, grid, cond, 10, eyes, None, Consistency(ae, attributes, anchor))["drift"] != out["drift"]

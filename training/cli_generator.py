@@ -64,7 +64,7 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
     from training.models.latent_prior import LatentPrior, TwoStageSampler
     from training.run_state import RunFolder
     from training.train_generator import readjust_bn
-    from training.train_latent_prior import TRAIN_PRESETS, encode_set, held_out, train
+    from training.train_latent_prior import TRAIN_PRESETS, Consistency, encode_set, held_out, train
 
     try:
         cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
@@ -87,7 +87,8 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
         if not (attributes_run / "model.pt").exists():
             raise click.ClickException(f"condition_weight > 0 needs the trained attribute model: {attributes_run}/model.pt "
                                        "not found (`facegen-train attributes --out runs/attributes`)")
-        judge = (autoencoder, load_trained(attributes_run)[0])
+        anchor = load_prior(Path(cfg.anchor_from), seed=cfg.seed) if cfg.anchor_from and cfg.anchor_weight > 0 else None
+        judge = Consistency(autoencoder, load_trained(attributes_run)[0], anchor)
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar), judge=judge)
     if not finish_distributed():
@@ -144,12 +145,16 @@ def load_prior(run_dir: Path, readjust_batches: int = 100, readjust_temperature:
     from training.train_generator import readjust_bn
     from training.train_latent_prior import LatentPriorTrainConfig
 
-    if not (run_dir / "state.pt").exists():
+    if (run_dir / "state.pt").exists():
+        ema = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)["ema"]
+        weights = {k.removeprefix("shadow."): v for k, v in ema.items()}
+    elif (run_dir / "ema_fp16.pt").exists():  # a compact checkpoint (training/checkpoints/)
+        weights = {k: v.float() for k, v in torch.load(run_dir / "ema_fp16.pt", map_location="cpu").items()}
+    else:
         raise click.ClickException(f"{run_dir}/state.pt not found: train stage 2 first (`facegen-train generator`)")
     cfg = config_io.load(LatentPriorTrainConfig, run_dir / "config.json")
     prior = LatentPrior(cfg.model)
-    ema = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)["ema"]
-    prior.load_state_dict({k.removeprefix("shadow."): v for k, v in ema.items()})
+    prior.load_state_dict(weights)
     if readjust_batches:
         readjust_bn(prior, readjust_temperature, readjust_batches, seed=seed)
     return prior.eval().requires_grad_(False)

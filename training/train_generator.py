@@ -183,10 +183,17 @@ class EMA(torch.nn.Module):
 
 
 def init_from(run_dir: str, model: torch.nn.Module, ema: EMA) -> None:
-    """Start a run from another run folder's weights and EMA (its state.pt); the optimiser starts fresh."""
+    """Start a run from another run folder's weights and EMA (its state.pt), or from a compact
+    checkpoint folder's EMA weights (ema_fp16.pt, training/checkpoints/); the optimiser starts fresh."""
     from pathlib import Path
 
-    payload = torch.load(Path(run_dir) / "state.pt", map_location="cpu", weights_only=False)
+    root = Path(run_dir)
+    if not (root / "state.pt").exists() and (root / "ema_fp16.pt").exists():
+        sd = {k: v.float() for k, v in torch.load(root / "ema_fp16.pt", map_location="cpu").items()}
+        model.load_state_dict(sd)
+        ema.shadow.load_state_dict(sd)
+        return
+    payload = torch.load(root / "state.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(payload["model"])
     ema.load_state_dict(payload["ema"])
 

@@ -46,6 +46,17 @@ class LatentPriorTrainConfig:
     condition_weight: float = 0.0
     condition_temperature: float = 0.8
     condition_batch: int = 16  # prior samples judged per step
+    # which conditions the consistency term reads (empty: all five); the ELBO alone conditions
+    # hair colour, background and head well, and only eyes and mouth needed the help
+    condition_names: tuple[str, ...] = ()
+    # anchoring: the same noise and conditions through a frozen copy of the prior this run started
+    # from (`anchor_from`, a stage-2 run folder or a compact checkpoint) give the grid the prior drew
+    # before; weight × their squared difference joins the loss, everywhere but the eye-and-mouth
+    # band, where only the band's mean colour is held. Measured on the shipped run: the consistency
+    # term alone moved skin tones (light third 18 % → 1 %) and narrowed the faces drawn for the same
+    # conditions; the anchor keeps what the ELBO drew while eyes and mouth follow their conditions.
+    anchor_from: str = ""
+    anchor_weight: float = 0.0
     init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
     seed: int = 0
     threads: int = 0
@@ -74,11 +85,45 @@ def encode_set(autoencoder: Autoencoder, images: np.ndarray, mirrored: bool = Tr
     return tuple(out)
 
 
+# The band of the aligned face's grid that holds the eyes and the mouth (rows, columns as fractions
+# of the grid), at every yaw the data has: anchoring leaves its structure free.
+FEATURE_BAND = ((0.38, 0.82), (0.22, 0.78))
+
+
+def band_mask(size: int) -> torch.Tensor:
+    """[size, size] booleans: True inside FEATURE_BAND."""
+    (r0, r1), (c0, c1) = FEATURE_BAND
+    idx = (torch.arange(size) + 0.5) / size
+    rows, cols = (idx >= r0) & (idx < r1), (idx >= c0) & (idx < c1)
+    return rows[:, None] & cols[None, :]
+
+
+def anchor_loss(sampled: torch.Tensor, anchored: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference outside the feature band, plus that of the band's mean per channel."""
+    band = band_mask(sampled.shape[-1]).to(sampled.device)
+    diff = sampled - anchored
+    outside = diff.pow(2)[..., ~band].mean()
+    inside = diff[..., band].mean(dim=-1).pow(2).mean()
+    return outside + inside
+
+
+@dataclass
+class Consistency:
+    """The frozen models of the condition-consistency term: the autoencoder that draws the prior's
+    samples, the attribute model that reads them, and optionally the prior to anchor to."""
+    autoencoder: torch.nn.Module
+    attributes: torch.nn.Module
+    anchor: LatentPrior | None = None
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.autoencoder, self.attributes, self.anchor) if m is not None]
+
+
 def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tensor, step: int,
                   cfg: LatentPriorTrainConfig, spectral: losses.SpectralRegularizer | None = None,
-                  judge: tuple[torch.nn.Module, torch.nn.Module] | None = None) -> dict:
-    """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G], 'drift'}.
-    `judge` = (frozen autoencoder, frozen attribute model) for the condition-consistency term."""
+                  judge: Consistency | None = None) -> dict:
+    """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G], 'drift', 'anchor'}.
+    `judge`: the frozen models of the condition-consistency term."""
     net = getattr(model, "module", model)
     consistency = judge is not None and cfg.condition_weight > 0
     with torch.autocast(grid.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -96,21 +141,27 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
     penalty = losses.nvae_regularisers(net, spectral, cfg.spectral_weight, cfg.bn_weight)
     dims = float(np.prod(grid.shape[1:]))
     loss = ((nll + kl_weighted).mean() + penalty) / dims
-    drift = torch.zeros((), device=grid.device)
+    drift = anchor = torch.zeros((), device=grid.device)
     if consistency:
-        autoencoder, attributes = judge
-        faces = (autoencoder.decode(sampled.float()).permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255]
-        drift = (attributes(faces) - wanted).abs().mean()
+        faces = (judge.autoencoder.decode(sampled.float()).permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255]
+        read = judge.attributes(faces)
+        cols = [CONDITIONS.index(c) for c in cfg.condition_names] or list(range(len(CONDITIONS)))
+        drift = (read[:, cols] - wanted[:, cols]).abs().mean()
         loss = loss + cfg.condition_weight * drift
+        if judge.anchor is not None and cfg.anchor_weight > 0:
+            with torch.no_grad():
+                anchored = judge.anchor.sample(wanted, noise, cfg.condition_temperature)
+            anchor = anchor_loss(sampled.float(), anchored.float())
+            loss = loss + cfg.anchor_weight * anchor
     return {"loss": loss, "nelbo": (nll + kl_all.sum(1)).detach(), "kl_groups": kl_all.detach().mean(0),
-            "drift": drift.detach()}
+            "drift": drift.detach(), "anchor": anchor.detach()}
 
 
 def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg: LatentPriorTrainConfig,
-          run: RunFolder, progress=None, judge: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+          run: RunFolder, progress=None, judge: Consistency | None = None,
           ) -> tuple[LatentPrior, EMA]:
     """grids: (faces, mirrored faces) [N, C, S, S] from `encode_set`; conditions float [N, 5];
-    `judge` = (autoencoder, attribute model), both frozen, when cfg.condition_weight > 0."""
+    `judge`: the frozen models of the consistency term, when cfg.condition_weight > 0."""
     if cfg.condition_weight > 0 and judge is None:
         raise ValueError("condition_weight > 0 needs the trained attribute model (--attributes-run)")
     torch.manual_seed(cfg.seed)
@@ -118,7 +169,7 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
     ema = EMA(model, cfg.ema_decay)
     if cfg.init_from and not run.state_path.exists():
         init_from(cfg.init_from, model, ema)
-    for m in judge or ():
+    for m in judge.modules() if judge else ():
         m.eval().requires_grad_(False)
     spectral = losses.SpectralRegularizer(model)
     plain, mirrored = grids
@@ -137,7 +188,7 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
     def loss_fn(m: LatentPrior, batch) -> torch.Tensor:
         g, c, step = batch
         if judge is not None:
-            for j in judge:
+            for j in judge.modules():
                 j.to(g.device)  # a no-op after the first step
         return negative_elbo(m, g, c, step, cfg, spectral, judge)["loss"]
 
