@@ -120,3 +120,79 @@ def test_bad_requests_are_refused_over_grpc(server):
                 stub.Sample(req, timeout=30)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details(), err.value.details()
         assert len(stub.Sample(pb.SampleRequest(conditions=[pb.Conditions()], count=2)).faces) == 2
+
+
+def _conditions(**kw) -> pb.Conditions:
+    return pb.Conditions(**{"eyes": 0.5, "mouth": 0.5, "hair_color": 0.5, "background": 0.5, "head": 0.5, **kw})
+
+
+def test_edit_redraws_a_face_with_its_own_latents_and_the_target_conditions(server, two_stage):
+    """Edit = the encoder export's latents of the face (for the measured conditions) decoded by the
+    generator with the target ones at temperature 1: checked against the two ONNX graphs run
+    here; a target left out keeps the measured value; fewer kept groups draw the rest from the seed."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    measured = [_conditions(eyes=0.2), _conditions(eyes=0.8, head=0.3)]
+    target = [pb.Conditions(eyes=0.9), pb.Conditions(hair_color=0.1)]
+    images = [pb.Image(raw=pb.RawImage(pixels=f.tobytes(), height=64, width=64)) for f in faces]
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        stub = rpc.SamplerServiceStub(ch)
+        resp = stub.Edit(pb.EditRequest(images=images, measured=measured, target=target, seed=3, raw_output=True))
+        again = stub.Edit(pb.EditRequest(images=images, measured=measured, target=target, seed=3, raw_output=True))
+        free = stub.Edit(pb.EditRequest(images=images, measured=measured, target=target, seed=3, keep_groups=0,
+                                        raw_output=True))
+    got = [np.frombuffer(f.raw.pixels, np.uint8).reshape(64, 64, 3) for f in resp.faces]
+    got = [np.frombuffer(f.raw.pixels, np.uint8).reshape(64, 64, 3) for f in resp.faces]
+    # the same edit again: the same faces (to 1/255: a batch may run on the lane or the lone session,
+    # whose float sums differ in order)
+    redo = [np.frombuffer(f.raw.pixels, np.uint8).reshape(64, 64, 3) for f in again.faces]
+    assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(got, redo, strict=True)) <= 1
+    assert resp.faces[0].conditions.eyes == pytest.approx(0.9) and resp.faces[0].conditions.head == pytest.approx(0.5)
+    assert resp.faces[1].conditions.hair_color == pytest.approx(0.1) and resp.faces[1].conditions.head == pytest.approx(0.3)
+    assert resp.latent_groups >= 2
+    names = ("eyes", "mouth", "hair_color", "background", "head")
+    m = np.array([[getattr(c, n) for n in names] for c in measured], np.float32)
+    t = np.array([[getattr(f.conditions, n) for n in names] for f in resp.faces], np.float32)
+    enc = ort.InferenceSession(str(two_stage / "exports" / "encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    gen = ort.InferenceSession(str(two_stage / "exports" / "generator" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    noise = enc.run(None, {"images": faces, "conditions": m})
+    want = gen.run(["images"], {"conditions": t, "temperature": np.array(1.0, np.float32),
+                                **{f"noise_{g}": z for g, z in enumerate(noise)}})[0]
+    assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(got, want, strict=True)) <= 1
+    assert any(f.raw.pixels != g.raw.pixels for f, g in zip(free.faces, resp.faces, strict=True))
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"measured": [pb.Conditions(eyes=0.5)]}, "need all of"),
+    ({"target": []}, "target conditions"),
+    ({"keep_groups": 99}, "keep_groups must be in"),
+    ({"measured": [_conditions(eyes=1.5)]}, "in [0, 1]"),
+    ({"images": [pb.Image(encoded=b"not an image")]}, "image"),
+    ({"images": []}, "no images"),
+])
+def test_bad_edits_are_invalid_argument(server, change, needle):
+    face = np.zeros((64, 64, 3), np.uint8)
+    base = dict(images=[pb.Image(raw=pb.RawImage(pixels=face.tobytes(), height=64, width=64))],
+                measured=[_conditions()], target=[pb.Conditions(eyes=0.9)])
+    with grpc.insecure_channel(server.grpc_target) as ch, pytest.raises(grpc.RpcError) as err:
+        rpc.SamplerServiceStub(ch).Edit(pb.EditRequest(**{**base, **change}), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details(), err.value.details()
+
+
+def test_a_sampler_without_an_encoder_samples_and_says_why_it_cannot_edit(two_stage, tmp_path):
+    s = servers.start("services.sampler.service:SamplerService", "sampler",
+                      env={"FACEGEN_SAMPLER_EXPORT": str(two_stage / "exports" / "generator" / "1"),
+                           "FACEGEN_ENCODER_EXPORT": str(tmp_path / "none")})
+    try:
+        with grpc.insecure_channel(s.grpc_target) as ch:
+            stub = rpc.SamplerServiceStub(ch)
+            assert len(stub.Sample(pb.SampleRequest(conditions=[_conditions()], count=1)).faces) == 1
+            face = np.zeros((64, 64, 3), np.uint8)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Edit(pb.EditRequest(images=[pb.Image(raw=pb.RawImage(pixels=face.tobytes(), height=64, width=64))],
+                                         measured=[_conditions()], target=[pb.Conditions()]), timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "no usable encoder export" in err.value.details()
+    finally:
+        s.stop()

@@ -29,6 +29,10 @@ class NotFound(LookupError):
     """A request for something (a job) that does not exist here."""
 
 
+class Unavailable(RuntimeError):
+    """This server cannot do what was asked, as configured (a model it lacks): UNAVAILABLE / 503."""
+
+
 class Conflict(RuntimeError):
     """A request that collides with work in progress (the same job already running): not wrong,
     and worth sending again once that work is done."""
@@ -51,6 +55,7 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, int]] = [
     (Conflict, grpc.StatusCode.ABORTED, 409),
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED, 503),
     (UpstreamUnavailable, grpc.StatusCode.UNAVAILABLE, 503),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
 ]

@@ -185,24 +185,8 @@ class ImageModel(BatchedModel):
         return dict(zip(self.output_names, session.run(self.output_names, {self.input_name: x}), strict=True))
 
     async def decode(self, items: list, kind: str = "proto") -> list[np.ndarray]:
-        """Request images (facegen.v1.Image messages, or encoded file bytes with kind="bytes") →
-        RGB arrays at the model's size. The count and the declared pixels are checked before
-        anything is decoded, and decoding runs off the event loop, one image at a time fitted
-        to the model's size at once, so a request holds one full-size image in memory at most
-        and other requests are served meanwhile."""
-        if not items:
-            raise imgs.InvalidImage("no images in the request")
-        if len(items) > self.cfg.max_images_per_request:
-            raise imgs.InvalidImage(f"{len(items)} images; at most {self.cfg.max_images_per_request} per request")
-        one = decode_proto_image if kind == "proto" else imgs.decode
-        declared = sum(proto_image_pixels(m) if kind == "proto" else imgs.declared_pixels(m) for m in items)
-        if declared > self.cfg.max_request_pixels:
-            raise imgs.InvalidImage(f"the request's images hold {declared} pixels; at most {self.cfg.max_request_pixels} "
-                                    "per request (send fewer or smaller images)")
-        work = lambda: [imgs.fit(one(m), self.height, self.width) for m in items]  # noqa: E731
-        # a few small images (what the pipeline sends: raw faces at the model's size) decode
-        # faster than a hop to a thread; only big requests leave the event loop
-        return work() if declared <= INLINE_DECODE_PIXELS else await asyncio.to_thread(work)
+        """Request images → RGB arrays at the model's size (`decode_images`)."""
+        return await decode_images(items, kind, self.cfg, self.height, self.width)
 
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
         """Decoded RGB images of any size → one uint8 NHWC batch at the model's size."""
@@ -214,6 +198,26 @@ class ImageModel(BatchedModel):
 
     async def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> dict[str, np.ndarray]:
         return await self.submit(batch, timeout_s)
+
+
+async def decode_images(items: list, kind: str, cfg: ServingConfig, height: int, width: int) -> list[np.ndarray]:
+    """Request images (facegen.v1.Image messages, or encoded file bytes with kind="bytes") → RGB
+    arrays fitted to height × width. The count and the declared pixels are checked before anything
+    is decoded, and decoding runs off the event loop, one image at a time fitted at once, so a
+    request holds one full-size image in memory at most and other requests are served meanwhile."""
+    if not items:
+        raise imgs.InvalidImage("no images in the request")
+    if len(items) > cfg.max_images_per_request:
+        raise imgs.InvalidImage(f"{len(items)} images; at most {cfg.max_images_per_request} per request")
+    one = decode_proto_image if kind == "proto" else imgs.decode
+    declared = sum(proto_image_pixels(m) if kind == "proto" else imgs.declared_pixels(m) for m in items)
+    if declared > cfg.max_request_pixels:
+        raise imgs.InvalidImage(f"the request's images hold {declared} pixels; at most {cfg.max_request_pixels} "
+                                "per request (send fewer or smaller images)")
+    work = lambda: [imgs.fit(one(m), height, width) for m in items]  # noqa: E731
+    # a few small images (what the pipeline sends: raw faces at the model's size) decode
+    # faster than a hop to a thread; only big requests leave the event loop
+    return work() if declared <= INLINE_DECODE_PIXELS else await asyncio.to_thread(work)
 
 
 def proto_image_pixels(msg) -> int:

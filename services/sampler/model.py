@@ -8,13 +8,20 @@ that runs the same graph.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from services.core.errors import BadRequest
+from services.core.errors import BadRequest, Unavailable
+from services.core.exports import create_session, read_export
 from services.core.runtime import BatchedModel, ServingConfig
+
+log = logging.getLogger("facegen.sampler")
 
 DEFAULT_TEMPERATURE = 0.8
 # a condition a request leaves out: the middle of its range, on both transports (proto3 would
@@ -23,10 +30,24 @@ OMITTED_CONDITION = 0.5
 MAX_TEMPERATURE = 2.0
 
 
+# an edit redraws the kept groups with the face's own latents at temperature 1 (they are the
+# encoder's, not draws), and the groups it does not keep with fresh noise at the default temperature
+EDIT_FREE_TEMPERATURE = DEFAULT_TEMPERATURE
+
+
 @dataclass(frozen=True)
 class SampleSpec:
     conditions: np.ndarray  # float32 [n, 5]
     temperature: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    images: np.ndarray  # uint8 [n, H, W, 3] at the model's size
+    measured: np.ndarray  # float32 [n, 5]
+    target: np.ndarray  # float32 [n, 5]
+    keep: int  # latent groups, coarsest first, that keep the face's own latents
     seed: int
 
 
@@ -45,6 +66,26 @@ class SamplerModel(BatchedModel):
         self.conditions = sig["conditions"]
         self.shapes = [tuple(s) for s in sig["latent_groups"]]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.image_size = tuple(sig["outputs"][0]["shape"][1:3])
+        self.encoder, self.encoder_error = self._encoder()
+
+    def _encoder(self):
+        """The encoder export that belongs to this generator (FACEGEN_ENCODER_EXPORT, default
+        exports/encoder/<the generator's version> beside it) and its session, or (None, why not):
+        a sampler without one still samples, and answers edits with the reason."""
+        beside = self.export.path.parent.parent / "encoder" / self.export.path.name
+        path = Path(os.environ.get("FACEGEN_ENCODER_EXPORT") or beside)
+        try:
+            export = read_export(path)
+            groups = [tuple(g) for g in export.signature.get("latent_groups", [])]
+            if groups != self.shapes:
+                raise ValueError(f"its latent groups {groups} are not the generator's {self.shapes}")
+            session, _ = create_session(export, self.cfg.device, 1)
+        except Exception as exc:  # noqa: BLE001 - any reason the encoder cannot serve is reported the same way
+            why = f"no usable encoder export at {path}: {exc}"
+            log.warning("edits disabled: %s", why)
+            return None, why
+        return session, None
 
     def validate(self, conditions: list[list[float]], count: int, temperature: float | None, seed: int) -> SampleSpec:
         if temperature is None:
@@ -70,6 +111,41 @@ class SamplerModel(BatchedModel):
         if not 0 <= seed < 2**63:
             raise BadRequest("seed must be in [0, 2^63)")
         return SampleSpec(cond.astype(np.float32), float(temperature), int(seed))
+
+    def validate_edit(self, images: list[np.ndarray], measured: list[list[float]], target: list[list[float]],
+                      keep: int | None, seed: int) -> EditSpec:
+        if self.encoder is None:
+            raise Unavailable(f"this sampler cannot edit: {self.encoder_error}")
+        n = len(images)
+        if len(measured) != n or len(target) != n:
+            raise BadRequest(f"{n} images need {n} measured and {n} target conditions, got {len(measured)} and {len(target)}")
+        arrays = []
+        for name, rows in (("measured", measured), ("target", target)):
+            a = np.asarray(rows, dtype=np.float64).reshape(n, -1)
+            if a.shape[1] != len(self.conditions) or not (np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()):
+                raise BadRequest(f"{name} conditions must be {len(self.conditions)} finite numbers in [0, 1] per face")
+            arrays.append(a.astype(np.float32))
+        groups = len(self.shapes)
+        keep = groups if keep is None else int(keep)
+        if not 0 <= keep <= groups:
+            raise BadRequest(f"keep_groups must be in [0, {groups}], got {keep}")
+        if not 0 <= seed < 2**63:
+            raise BadRequest("seed must be in [0, 2^63)")
+        return EditSpec(np.stack(images), arrays[0], arrays[1], keep, int(seed))
+
+    async def edit(self, spec: EditSpec, timeout_s: float | None = None) -> np.ndarray:
+        """The faces redrawn with their target conditions: the encoder's latents for the kept
+        groups, fresh noise (seed + i) for the others."""
+        noise = await asyncio.to_thread(self.encoder.run, None, {"images": spec.images, "conditions": spec.measured})
+        n = len(spec.images)
+        packed = np.empty((n, 1 + len(self.conditions) + sum(self.sizes)), np.float32)
+        packed[:, 0] = 1.0
+        packed[:, 1 : 1 + len(self.conditions)] = spec.target
+        for i in range(n):
+            fresh = noise_for(spec.seed + i, self.shapes)
+            packed[i, 1 + len(self.conditions) :] = np.concatenate(
+                [(noise[g][i] if g < spec.keep else EDIT_FREE_TEMPERATURE * fresh[g]).ravel() for g in range(len(self.shapes))])
+        return (await self.submit(packed, timeout_s))["images"]
 
     def rows(self, spec: SampleSpec) -> np.ndarray:
         """One packed row per face: temperature, conditions, then every group's noise, flattened."""

@@ -17,9 +17,10 @@ from pydantic import BaseModel, Field
 
 from services.core.bento import ModelService, Unready, port_check, status_app
 from services.core.body_limit import BodyLimit
+from services.core.errors import BadRequest
 from services.core.images import encode_png
 from services.core.proto import pb, rpc
-from services.core.runtime import grpc_call, http_call, remaining
+from services.core.runtime import decode_images, grpc_call, http_call, remaining
 from services.sampler.model import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, OMITTED_CONDITION, SamplerModel
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -58,6 +59,33 @@ class SamplerServicer(rpc.SamplerServiceServicer):
                 faces = [pb.SampledFace(png=png, seed=seed, conditions=pb.Conditions(**c))
                          for png, seed, c in _faces(self.model, spec, images)]
             return pb.SampleResponse(faces=faces, model=pb.ModelInfo(**self.model.info), temperature=spec.temperature)
+
+    async def Edit(self, request, context):
+        async with grpc_call(self.model.metrics, "Edit", context):
+            m, names = self.model, self.model.conditions
+            h, w = m.image_size
+            images = await decode_images(list(request.images), "proto", m.cfg, h, w)
+            if any(not c.HasField(n) for c in request.measured for n in names):
+                raise BadRequest(f"each face's measured conditions need all of {', '.join(names)}")
+            measured = [[getattr(c, n) for n in names] for c in request.measured]
+            # a target condition left out keeps the face's own value
+            target = [[getattr(t, n) if t.HasField(n) else own for n, own in zip(names, row, strict=True)]
+                      for t, row in zip(request.target, measured, strict=False)]
+            if len(target) != len(request.target):
+                raise BadRequest(f"{len(request.images)} images need {len(request.images)} target conditions, "
+                                 f"got {len(request.target)}")
+            keep = request.keep_groups if request.HasField("keep_groups") else None
+            spec = m.validate_edit(images, measured, target, keep, request.seed)
+            out = await m.edit(spec, remaining(context))
+            faces = []
+            for i, img in enumerate(out):
+                cond = pb.Conditions(**dict(zip(names, map(float, spec.target[i]), strict=True)))
+                if request.raw_output:
+                    faces.append(pb.SampledFace(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w),
+                                                seed=spec.seed + i, conditions=cond))
+                else:
+                    faces.append(pb.SampledFace(png=encode_png(img), seed=spec.seed + i, conditions=cond))
+            return pb.EditResponse(faces=faces, model=pb.ModelInfo(**m.info), latent_groups=len(m.shapes))
 
 
 @bentoml.asgi_app(status_app("sampler"), path="/v1")
