@@ -337,6 +337,66 @@ def test_overload_is_refused_at_once_and_retryable_not_timed_out(stack):
         small.stop()
 
 
+def _closed_eyed_faces(synth_root, n: int = 3) -> list[bytes]:
+    import csv
+
+    with (synth_root / "labels.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["female"] == "1" and float(r["eyes"]) < 0.3
+                and abs(float(r["head"]) - 0.5) < 0.2]
+    return [(synth_root / r["file"]).read_bytes() for r in rows[:n]]
+
+
+def test_edit_opens_the_eyes_of_a_face_over_grpc_and_http(stack, synth_root):
+    """Edit: a procedural face with closed eyes, asked for open ones: the edited face measures
+    more open, the conditions not asked for are the measured ones, and both transports agree."""
+    stub = _stub(stack)
+    moved = []
+    for data in _closed_eyed_faces(synth_root):
+        resp = stub.Edit(pb.EditFaceRequest(image=pb.Image(encoded=data), target=pb.Conditions(eyes=0.9), seed=1), timeout=60)
+        assert list(resp.changed) == ["eyes"] and resp.retouched
+        assert resp.requested.eyes == pytest.approx(0.9)
+        for n in ("mouth", "hair_color", "background", "head"):
+            assert getattr(resp.requested, n) == pytest.approx(getattr(resp.measured_before, n))
+        assert decode(resp.png).shape == (64, 64, 3)
+        moved.append(resp.measured_after.eyes - resp.measured_before.eyes)
+    assert len(moved) == 3 and np.mean(moved) > 0.2, moved
+    r = httpx.post(f"{stack['pipeline'].url}/edit", files={"image": ("face.png", _closed_eyed_faces(synth_root, 1)[0])},
+                   data={"eyes": "0.9", "seed": "1"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["changed"] == ["eyes"] and body["measured_after"]["eyes"] > body["measured_before"]["eyes"]
+    first = stub.Edit(pb.EditFaceRequest(image=pb.Image(encoded=_closed_eyed_faces(synth_root, 1)[0]),
+                                         target=pb.Conditions(eyes=0.9), seed=1), timeout=60)
+    assert np.abs(decode(base64.b64decode(body["png"])).astype(int) - decode(first.png).astype(int)).max() <= 2
+    metrics = httpx.get(f"{stack['pipeline'].url}/metrics").text
+    assert 'facegen_edits_total{condition="eyes"}' in metrics and "facegen_edit_seconds_bucket" in metrics
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"target": pb.Conditions()}, "say which condition"),
+    ({"target": pb.Conditions(eyes=1.5)}, "eyes must be in [0, 1]"),
+    ({"image": pb.Image(encoded=b"not an image")}, "image"),
+    ({"image": pb.Image(raw=pb.RawImage(pixels=b"\0" * 12, height=2, width=2))}, "encoded image"),
+    ({"image": pb.Image()}, "encoded image"),
+])
+def test_bad_edits_get_invalid_argument(stack, synth_root, change, needle):
+    base = dict(image=pb.Image(encoded=_closed_eyed_faces(synth_root, 1)[0]), target=pb.Conditions(eyes=0.9))
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(stack).Edit(pb.EditFaceRequest(**{**base, **change}), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details(), err.value.details()
+
+
+def test_bad_http_edits_get_4xx(stack, synth_root):
+    url = f"{stack['pipeline'].url}/edit"
+    face = _closed_eyed_faces(synth_root, 1)[0]
+    for files, data, needle in [({"image": ("f.png", face)}, {}, "say which condition"),
+                                ({"image": ("f.png", face)}, {"eyes": "1.5"}, "eyes"),
+                                ({"image": ("f.png", b"junk")}, {"eyes": "0.5"}, "image"),
+                                (None, {"eyes": "0.5"}, "image")]:
+        r = httpx.post(url, files=files, data=data, timeout=30)
+        assert 400 <= r.status_code < 500 and needle in r.text, (r.status_code, r.text[:300])
+
+
 def test_a_down_critic_fails_fast_or_degrades_then_recovers(stack):
     stub = _stub(stack)
     critic = stack["critic"]

@@ -44,6 +44,9 @@ CANDIDATES = Counter("facegen_candidates_total", "Generated candidates by outcom
                      ["outcome"])
 IN_FLIGHT_CANDIDATES = Gauge("facegen_pipeline_candidates_in_flight", "Candidates admitted by the pipeline and not finished",
                              multiprocess_mode="livesum")
+EDITS = Counter("facegen_edits_total", "Faces edited, by the condition the edit changed", ["condition"])
+EDIT_SECONDS = Histogram("facegen_edit_seconds", "Time of one edit through the pipeline, by the condition it changed",
+                         ["condition"], buckets=(0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
 DEGRADED = Counter("facegen_degraded_total", "Answers given without an unavailable upstream service", ["upstream"])
 
 

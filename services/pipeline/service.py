@@ -15,6 +15,7 @@ import base64
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import bentoml
@@ -24,11 +25,13 @@ from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 from services.core import images as imgs
 from services.core.bento import INSTANCES, port_check, status_app
 from services.core.body_limit import BodyLimit
+from services.core.errors import BadRequest
 from services.core.grpc_server import GrpcServer
 from services.core.metrics import ServiceMetrics
 from services.core.proto import pb, rpc
 from services.core.runtime import grpc_call, http_call, remaining, settings_from_env
 from services.pipeline.admission import Admission, AdmissionConfig
+from services.pipeline.edit import Edited, edit_face, validate_edit
 from services.pipeline.generate import CONDITIONS, DEFAULT_TEMPERATURE, Face, Pipeline, validate
 from services.pipeline.upstream import Upstreams
 
@@ -118,6 +121,27 @@ def spec_from_pb(request, cfg: PipelineConfig):
                     request.allow_partial, cfg.max_faces, cfg.max_oversample)
 
 
+def _edit_pb(e: Edited, png: bytes, changed: list[str]) -> pb.EditFaceResponse:
+    msg = pb.EditFaceResponse(png=png, measured_before=pb.Conditions(**_conditions(e.measured_before)),
+                              requested=pb.Conditions(**_conditions(e.requested)), retouched=e.retouched,
+                              changed=changed)
+    if e.measured_after is not None:
+        msg.measured_after.CopyFrom(pb.Conditions(**_conditions(e.measured_after)))
+    if e.before is not None:
+        msg.realness_before = e.before.realness
+    if e.after is not None:
+        msg.realness_after = e.after.realness
+    return msg
+
+
+def _edit_dict(e: Edited, png: bytes, changed: list[str]) -> dict:
+    return {"png": base64.b64encode(png).decode(), "measured_before": _conditions(e.measured_before),
+            "requested": _conditions(e.requested), "changed": changed,
+            "measured_after": None if e.measured_after is None else _conditions(e.measured_after),
+            "realness_before": e.before.realness if e.before else None,
+            "realness_after": e.after.realness if e.after else None, "retouched": e.retouched}
+
+
 class GenerationServicer(rpc.GenerationServiceServicer):
     def __init__(self, svc: GenerationService) -> None:
         self.svc = svc
@@ -130,6 +154,18 @@ class GenerationServicer(rpc.GenerationServiceServicer):
             return pb.GenerateResponse(faces=[face_pb(f, png) for f, png in zip(faces, pngs, strict=True)],
                                        degraded=sorted(degraded),
                                        candidates=spec.candidates)
+
+    async def Edit(self, request, context):
+        async with grpc_call(self.svc.metrics, "Edit", context):
+            if request.image.WhichOneof("data") != "encoded":
+                raise BadRequest("send the face as an encoded image (PNG, JPEG, …) in image.encoded")
+            changes = {n: getattr(request.target, n) for n in CONDITIONS if request.target.HasField(n)}
+            spec = validate_edit(request.image.encoded, changes, request.retouch if request.HasField("retouch") else None,
+                                 request.keep_groups if request.HasField("keep_groups") else None, request.seed)
+            budget = self.svc.pipeline.budget_s(remaining(context))
+            with self.svc.pipeline.admission.admit(1, budget):  # an edit is one face's work
+                edited = await edit_face(self.svc.upstreams, spec, budget)
+            return _edit_pb(edited, (await encode_pngs([edited.image]))[0], sorted(spec.changes))
 
     async def GenerateStream(self, request, context):
         async with grpc_call(self.svc.metrics, "GenerateStream", context):
@@ -241,6 +277,31 @@ class GenerationService:
                     "degraded": sorted(degraded), "candidates": spec.candidates}
 
         return await http_call(self.metrics, "generate", work)
+
+    @bentoml.api(route="/edit")
+    async def edit(
+        self,
+        image: Path,
+        eyes: Annotated[float, Field(ge=0.0, le=1.0)] | None = None,
+        mouth: Annotated[float, Field(ge=0.0, le=1.0)] | None = None,
+        hair_color: Annotated[float, Field(ge=0.0, le=1.0)] | None = None,
+        background: Annotated[float, Field(ge=0.0, le=1.0)] | None = None,
+        head: Annotated[float, Field(ge=0.0, le=1.0)] | None = None,
+        retouch: bool = True,
+        keep_groups: Annotated[int, Field(ge=0, le=1024, strict=True)] | None = None,
+        seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0,
+    ) -> dict:
+        """Your face (multipart file `image`) with the conditions you give changed, the rest kept."""
+
+        async def work():
+            changes = {"eyes": eyes, "mouth": mouth, "hair_color": hair_color, "background": background, "head": head}
+            spec = validate_edit(image.read_bytes(), changes, retouch, keep_groups, seed)
+            budget = self.pipeline.budget_s(None)
+            with self.pipeline.admission.admit(1, budget):  # an edit is one face's work
+                edited = await edit_face(self.upstreams, spec, budget)
+            return _edit_dict(edited, (await encode_pngs([edited.image]))[0], sorted(spec.changes))
+
+        return await http_call(self.metrics, "edit", work)
 
 
 # bodies over the limit are refused (413) before BentoML reads them

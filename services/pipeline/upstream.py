@@ -29,9 +29,9 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
 }
-IDEMPOTENT = [("facegen.v1.SamplerService", "Sample"), ("facegen.v1.CriticService", "Score"),
-              ("facegen.v1.CriticService", "Retouch"), ("facegen.v1.AttributeService", "Infer"),
-              ("facegen.v1.FilterService", "Classify")]
+IDEMPOTENT = [("facegen.v1.SamplerService", "Sample"), ("facegen.v1.SamplerService", "Edit"),
+              ("facegen.v1.CriticService", "Score"), ("facegen.v1.CriticService", "Retouch"),
+              ("facegen.v1.AttributeService", "Infer"), ("facegen.v1.FilterService", "Classify")]
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -109,6 +109,22 @@ class Upstreams:
                                count=len(conditions), temperature=temperature, seed=seed, raw_output=True)
         resp = await self._call("sampler", self.sampler.Sample, req, timeout)
         return np.stack([from_raw(f.raw) for f in resp.faces])
+
+    async def edit(self, image: bytes, measured: np.ndarray, target: np.ndarray, names: list[str],
+                   keep: int | None, seed: int, timeout: float) -> np.ndarray:
+        """One face (encoded bytes, as the user sent it) redrawn with the target conditions."""
+        req = pb.EditRequest(images=[pb.Image(encoded=image)], seed=seed, raw_output=True,
+                             measured=[pb.Conditions(**dict(zip(names, map(float, measured), strict=True)))],
+                             target=[pb.Conditions(**dict(zip(names, map(float, target), strict=True)))])
+        if keep is not None:
+            req.keep_groups = keep
+        resp = await self._call("sampler", self.sampler.Edit, req, timeout)
+        return from_raw(resp.faces[0].raw)
+
+    async def measure_encoded(self, image: bytes, names: list[str], timeout: float) -> np.ndarray:
+        """The conditions of one face sent as the user sent it (the attribute service decodes and fits it)."""
+        resp = await self._call("attributes", self.attributes.Infer, pb.InferRequest(images=[pb.Image(encoded=image)]), timeout)
+        return np.array([getattr(resp.conditions[0], n) for n in names], np.float32)
 
     # One result row per image, so that concurrent callers' images can share one call.
     async def _retouch_rows(self, images, timeout: float) -> list:
