@@ -297,5 +297,83 @@ def _grid(pngs: list[bytes], out: Path, zoom: int) -> None:
     grid.resize((grid.width * zoom, grid.height * zoom), Image.Resampling.NEAREST).save(out)
 
 
+def _unit(ctx, param, value):
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"{value} is not in [0, 1]")
+    return value
+
+
+@main.command("edit")
+@click.argument("face", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--eyes", type=float, callback=_unit, help="0 closed … 1 open")
+@click.option("--mouth", type=float, callback=_unit, help="0 closed … 1 open")
+@click.option("--hair-color", "hair_color", type=float, callback=_unit, help="0 light … 1 dark")
+@click.option("--background", type=float, callback=_unit, help="0 dark … 1 bright")
+@click.option("--head", type=float, callback=_unit, help="0 turned left, 0.5 frontal, 1 right")
+@click.option("--sweep", type=click.Choice(CONDITION_OPTIONS), help="write a strip: this condition from 0 to 1")
+@click.option("--steps", type=click.IntRange(2, 16), default=6, show_default=True, help="faces in a --sweep strip")
+@click.option("--keep-groups", type=click.IntRange(min=0), default=None,
+              help="latent groups kept from the face, coarsest first (default: all; fewer = freer, less faithful)")
+@click.option("--retouch/--no-retouch", default=True, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option("--grpc", "grpc_target", metavar="HOST:PORT",
+              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', '50050')}",
+              show_default="127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT (50050)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("edited.png"), show_default=True,
+              callback=_image_path, help="the edited face (with --sweep: the strip, the input face first)")
+@click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)
+def edit_cmd(face, eyes, mouth, hair_color, background, head, sweep, steps, keep_groups, retouch, seed, grpc_target,
+             out, zoom) -> None:
+    """Edit your own FACE: change the conditions you give, keep the rest (and who it is)."""
+    import grpc
+
+    from services.core.proto import pb, rpc
+
+    changes = {n: v for n, v in zip(CONDITION_OPTIONS, (eyes, mouth, hair_color, background, head), strict=True)
+               if v is not None}
+    if bool(changes) == bool(sweep):
+        raise click.UsageError("give the conditions to change (e.g. --eyes 0.9), or --sweep CONDITION")
+    data = face.read_bytes()
+    targets = [{sweep: i / (steps - 1)} for i in range(steps)] if sweep else [changes]
+    pngs, rows = [], []
+    with grpc.insecure_channel(grpc_target) as ch:
+        stub = rpc.GenerationServiceStub(ch)
+        for target in targets:
+            req = pb.EditFaceRequest(image=pb.Image(encoded=data), target=pb.Conditions(**target), retouch=retouch,
+                                     seed=seed)
+            if keep_groups is not None:
+                req.keep_groups = keep_groups
+            try:
+                resp = stub.Edit(req, timeout=60)
+            except grpc.RpcError as exc:
+                raise click.ClickException(f"{exc.code().name}: {exc.details()}") from None
+            pngs.append(resp.png)
+            rows.append(resp)
+    if sweep:
+        from PIL import Image
+
+        source = io.BytesIO()
+        Image.open(face).convert("RGB").resize(Image.open(io.BytesIO(pngs[0])).size).save(source, "PNG")
+        pngs = [source.getvalue(), *pngs]
+    if sweep:
+        _grid(pngs, out, zoom)
+    else:
+        _save_one(pngs[0], out, zoom)
+    for target, r in zip(targets, rows, strict=True):
+        said = [f"{n} {getattr(r.measured_before, n):.2f} → asked {v:.2f}, measured {getattr(r.measured_after, n):.2f}"
+                for n, v in target.items()]
+        realness = f"; realness {r.realness_after:.2f}" if r.HasField("realness_after") else ""
+        click.echo("; ".join(said) + realness)
+    click.echo(f"wrote {out}")
+
+
+def _save_one(png: bytes, out: Path, zoom: int) -> None:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.resize((img.width * zoom, img.height * zoom), Image.Resampling.NEAREST).save(out)
+
+
 if __name__ == "__main__":
     main()

@@ -372,6 +372,28 @@ def test_edit_opens_the_eyes_of_a_face_over_grpc_and_http(stack, synth_root):
     assert 'facegen_edits_total{condition="eyes"}' in metrics and "facegen_edit_seconds_bucket" in metrics
 
 
+def test_edit_cli_writes_the_face_and_a_sweep_strip(stack, synth_root, tmp_path):
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    face = tmp_path / "face.png"
+    face.write_bytes(_closed_eyed_faces(synth_root, 1)[0])
+    grpc_target = stack["pipeline"].grpc_target
+    res = CliRunner().invoke(main, ["edit", str(face), "--eyes", "0.9", "--grpc", grpc_target, "--out", str(tmp_path / "e.png")])
+    assert res.exit_code == 0, res.output
+    assert "eyes" in res.output and "asked 0.90" in res.output
+    assert decode((tmp_path / "e.png").read_bytes()).shape == (128, 128, 3)  # zoom 2
+    res = CliRunner().invoke(main, ["edit", str(face), "--sweep", "head", "--steps", "4", "--grpc", grpc_target,
+                                    "--out", str(tmp_path / "s.png"), "--zoom", "1"])
+    assert res.exit_code == 0, res.output
+    assert decode((tmp_path / "s.png").read_bytes()).shape == (64, 5 * 64, 3) and res.output.count("head") == 4
+    res = CliRunner().invoke(main, ["edit", str(face), "--grpc", grpc_target])
+    assert res.exit_code == 2 and "give the conditions to change" in res.output
+    res = CliRunner().invoke(main, ["edit", str(face), "--eyes", "1.5", "--grpc", grpc_target])
+    assert res.exit_code == 2 and "not in [0, 1]" in res.output
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"target": pb.Conditions()}, "say which condition"),
     ({"target": pb.Conditions(eyes=1.5)}, "eyes must be in [0, 1]"),
