@@ -149,6 +149,12 @@ def dashboard() -> dict:
               [("sum by (upstream) (rate(facegen_degraded_total[5m]))", "{{upstream}}")], "reqps"),
         panel(10, "Model and provider in use", [("facegen_model_info", "{{service}} {{model}} v{{version}} {{provider}}")],
               kind="table"),
+        panel(11, "Edits/s by condition changed", [("sum by (condition) (rate(facegen_edits_total[5m]))", "{{condition}}")],
+              "reqps"),
+        panel(12, "Edit latency p50 / p99 by condition", [
+            (f"{q}(0.5, sum by (condition, le) (rate(facegen_edit_seconds_bucket[5m])))", "p50 {{condition}}"),
+            (f"{q}(0.99, sum by (condition, le) (rate(facegen_edit_seconds_bucket[5m])))", "p99 {{condition}}")], "s"),
+        panel(13, "Pipeline candidates in flight (admission)", [("sum(facegen_pipeline_candidates_in_flight)", "in flight")]),
     ]
     return {"title": "facegen", "uid": "facegen", "schemaVersion": 39, "version": 1, "refresh": "10s",
             "time": {"from": "now-1h", "to": "now"}, "tags": ["facegen"],
