@@ -67,3 +67,26 @@ def test_auto_keeps_the_lone_session_only_where_lone_rows_ran_faster(slow, kept)
     assert all(np.array_equal(o["p_female"], outs[0]["p_female"]) for o in outs)
     assert (model.lone_session is not None) == kept
     assert model.lone_threads == (2 if kept else 1)
+
+
+class _Disagreeing(ImageModel):
+    """The filter, with a lone session whose answers differ in the last bit (as a graph whose float
+    sums depend on the thread count does)."""
+
+    def _run(self, x, session):
+        out = super()._run(x, session)
+        if session is self.lone_session:
+            return {k: np.nextafter(v, np.inf) for k, v in out.items()}
+        return out
+
+
+def test_a_lone_session_that_answers_otherwise_is_dropped_at_its_first_batch():
+    """The same request must give the same answer however busy the service is: the first lone
+    batch runs on both sessions, and a difference keeps the lanes only."""
+    model = _Disagreeing("filter", ServingConfig(**CPU))
+    assert model.lone_session is not None
+    faces = np.random.default_rng(0).integers(0, 256, (1, model.height, model.width, 3), np.uint8)
+    lane = ImageModel._run(model, faces, model.session)
+    out = model._run_alone(faces)
+    assert model.lone_session is None and model.lone_threads == model._lane_threads
+    assert all(np.array_equal(out[k], lane[k]) for k in lane)

@@ -116,6 +116,17 @@ class Unready:
         await JSONResponse(body, status_code=503)(scope, receive, send)
 
 
+def forbid_unknown_fields(service) -> None:
+    """Every API of a BentoML service refuses fields it does not know (400) instead of ignoring
+    them: a misspelt option silently falling back to its default is a wrong answer, and an
+    unknown field is also where a hostile caller puts bulk."""
+    for api in service.apis.values():
+        spec = api.input_spec
+        if spec is not None and spec.model_config.get("extra") != "forbid":
+            spec.model_config["extra"] = "forbid"
+            spec.model_rebuild(force=True)
+
+
 def port_check(model_name: str, default_port: int):
     """An @bentoml.on_deployment hook: runs once in the `bentoml serve` process before any
     worker, so a taken gRPC port stops the server with a message instead of a worker crash loop."""

@@ -18,7 +18,7 @@ import bentoml
 import numpy as np
 
 from services.core import images as imgs
-from services.core.bento import ModelService, Unready, body_route, port_check, status_app
+from services.core.bento import ModelService, Unready, body_route, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, ServingConfig, grpc_call, http_call, remaining
@@ -127,5 +127,6 @@ class CriticService(ModelService):
 
 
 # bodies over the limit are refused (413) before BentoML reads them
+forbid_unknown_fields(CriticService)
 CriticService.add_asgi_middleware(Unready, service="critic")
 CriticService.add_asgi_middleware(BodyLimit, service="critic")

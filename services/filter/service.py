@@ -21,7 +21,7 @@ import bentoml
 import numpy as np
 
 from services.core import images as imgs
-from services.core.bento import ModelService, Unready, body_route, port_check, status_app
+from services.core.bento import ModelService, Unready, body_route, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit, limit_from_env
 from services.core.errors import BadRequest, Conflict, NotFound
 from services.core.exports import sha256_file
@@ -256,6 +256,7 @@ async def _progress(svc: FilterService, job_id: str) -> dict:
 
 
 # bodies over the limit are refused (413) before BentoML reads them; an archive upload has its own
+forbid_unknown_fields(FilterService)
 FilterService.add_asgi_middleware(ProgressByGet)
 FilterService.add_asgi_middleware(Unready, service="filter")
 FilterService.add_asgi_middleware(BodyLimit, service="filter",

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from services.core import images as imgs
-from services.core.bento import INSTANCES, port_check, status_app
+from services.core.bento import INSTANCES, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.errors import BadRequest
 from services.core.grpc_server import GrpcServer
@@ -305,4 +305,5 @@ class GenerationService:
 
 
 # bodies over the limit are refused (413) before BentoML reads them
+forbid_unknown_fields(GenerationService)
 GenerationService.add_asgi_middleware(BodyLimit, service="pipeline")

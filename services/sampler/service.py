@@ -15,7 +15,7 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field
 
-from services.core.bento import ModelService, Unready, port_check, status_app
+from services.core.bento import ModelService, Unready, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.errors import BadRequest
 from services.core.images import encode_png
@@ -122,5 +122,6 @@ class SamplerService(ModelService):
 
 
 # bodies over the limit are refused (413) before BentoML reads them
+forbid_unknown_fields(SamplerService)
 SamplerService.add_asgi_middleware(Unready, service="sampler")
 SamplerService.add_asgi_middleware(BodyLimit, service="sampler")
