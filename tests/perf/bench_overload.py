@@ -45,13 +45,41 @@ async def burst(target: str, n: int, deadline: float) -> dict:
     return {"wall": wall, "by": by}
 
 
+def largest(target: str) -> None:
+    async def run(k: int):
+        async with grpc.aio.insecure_channel(target) as ch:
+            stub = rpc.GenerationServiceStub(ch)
+
+            async def one(i: int):
+                t0 = time.perf_counter()
+                try:
+                    r = await stub.Generate(pb.GenerateRequest(count=256, oversample=8, seed=i), timeout=60)
+                    return f"OK ({len(r.faces)} faces)", time.perf_counter() - t0
+                except grpc.aio.AioRpcError as exc:
+                    return f"{exc.code().name}: {exc.details()[:120]}", time.perf_counter() - t0
+
+            got = await asyncio.gather(*(one(i) for i in range(k)))
+            t0 = time.perf_counter()
+            await stub.Generate(pb.GenerateRequest(count=1, seed=9), timeout=60)
+            return got, time.perf_counter() - t0
+
+    for k in (1, 2):
+        got, single = asyncio.run(run(k))
+        print(f"largest request × {k}: " + "; ".join(f"{o} in {s:.1f} s" for o, s in got)
+              + f"; a single face right after: {single * 1000:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--in-flight", type=int, nargs="+", default=[50, 800])
     ap.add_argument("--deadline", type=float, default=5.0)
+    ap.add_argument("--largest", action="store_true",
+                    help="also the largest legal request (256 faces × oversample 8) with a 60 s deadline, alone and two at once")
     args = ap.parse_args()
     stack = servers.start_all()
     try:
+        if args.largest:
+            largest(stack["pipeline"].grpc_target)
         print(f"| in flight | answered | refused (RESOURCE_EXHAUSTED) | timed out | other | goodput (faces/s) "
               f"| answered p50 / p99 (ms) | refused p50 (ms) |  deadline {args.deadline:.0f} s")
         print("|---|---|---|---|---|---|---|---|")
