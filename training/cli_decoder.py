@@ -37,7 +37,9 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
 
     from training import config as config_io
     from training.cli_generator import export_two_stage, load_autoencoder, load_prior
+    from training.eval_generator import sample_grids
     from training.generator_data import load_generator_set
+    from training.models.latent_prior import TwoStageSampler
     from training.run_state import RunFolder
     from training.train_autoencoder import ADAPT_PRESETS, reconstruction_error, train
 
@@ -66,7 +68,8 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
         _, ema = train(gs.images[~gs.held_out], cfg, run, progress=step_progress(bar), prior_sampler=prior_sampler)
     model = ema.shadow.eval().requires_grad_(False)
     report = {"autoencoder": str(autoencoder_run), "prior": str(prior_run),
-              "held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None}
+              "held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None,
+              "grids": [str(p) for p in sample_grids(TwoStageSampler(prior, model).eval(), run.root)]}
     torch.save(model.state_dict(), run.root / "model.pt")
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()

@@ -1,10 +1,12 @@
 """Sample quality against training time for a two-stage generator run: every snapshot of the
-prior's EMA weights (runs/generator/snapshots/, one per `snapshot_every` steps) with the final
-autoencoder, judged by the benchmark (same real sets, judge and references for every point).
-The x axis is wall time since stage 1 started (stage 1's time, then stage 2's up to the snapshot).
+prior's EMA weights (runs/generator/snapshots/, one per `snapshot_every` steps, through each
+fine-tune) with the stage-1 autoencoder, then every snapshot of the adapted decoder (stage 3) with
+the last prior, judged by the benchmark (same real sets, judge and references for every point).
+The x axis is wall time since stage 1 started (stage 1's time, then each later run's up to the snapshot).
 
-  PYTHONPATH=. python tests/perf/quality_curve.py --run runs/generator [--run runs/generator_cond ...] \
-      --autoencoder runs/autoencoder --n 500 --out training/assets/generator_quality_curve.png
+  PYTHONPATH=. python tests/perf/quality_curve.py --run runs/generator [--run runs/prior_anchor ...] \
+      [--decoder runs/decoder] --autoencoder runs/autoencoder --n 500 [--reuse OLD.json] \
+      --out training/assets/generator_quality_curve.png
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, action="append",
                     help="stage 2's run folder; repeat, in order, for fine-tunes that started from the previous one")
+    ap.add_argument("--decoder", type=Path, default=None,
+                    help="stage 3's run folder (decoder adaptation): its snapshots, with the last --run's prior")
     ap.add_argument("--autoencoder", type=Path, default=Path("runs/autoencoder"))
     ap.add_argument("--data", type=Path, default=Path("data/bench"))
     ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="an earlier curve's JSON (same n, data, judge): its points of these runs are kept, not redrawn")
     ap.add_argument("--out", type=Path, default=Path("training/assets/generator_quality_curve.png"))
     args = ap.parse_args()
     cfg = BenchmarkConfig(n=args.n, temperatures=(args.temperature,))
@@ -58,14 +64,29 @@ def main() -> None:
         elapsed = _elapsed(run / "log.jsonl")
         snaps += [(run, s, offset + elapsed.get(int(s.stem[4:]), 0.0)) for s in sorted((run / "snapshots").glob("step*.pt"))]
         offset += max(elapsed.values())
+    if args.decoder is not None:  # resumed runs start their log where they left off: its snapshots after the resume
+        elapsed = _elapsed(args.decoder / "log.jsonl")
+        snaps += [(args.decoder, s, offset + elapsed.get(int(s.stem[4:]), 0.0))
+                  for s in sorted((args.decoder / "snapshots").glob("step*.pt"))]
+    reused = {}
+    if args.reuse is not None:
+        reused = {(p["run"], p["step"]): p for p in json.loads(args.reuse.read_text())["points"]}
     run_cfg = config_io.load(LatentPriorTrainConfig, runs[0] / "config.json")
+    last_prior = None
     points = []
     for run, snap, seconds in snaps:
         step = int(snap.stem[4:])
-        prior = LatentPrior(run_cfg.model)
-        prior.load_state_dict(torch.load(snap, map_location="cpu"))
-        readjust_bn(prior, 0.8, 20)
-        sampler = TwoStageSampler(prior, ae).eval()
+        if (str(run), step) in reused:
+            points.append({**reused[(str(run), step)], "minutes": seconds / 60})
+            continue
+        if run == args.decoder:
+            if last_prior is None:
+                last_prior = _prior(run_cfg, sorted((runs[-1] / "snapshots").glob("step*.pt"))[-1])
+            decoder = load_autoencoder(args.autoencoder)
+            decoder.load_state_dict(torch.load(snap, map_location="cpu"))
+            sampler = TwoStageSampler(last_prior, decoder).eval()
+        else:
+            sampler = TwoStageSampler(_prior(run_cfg, snap), ae).eval()
 
         @torch.no_grad()
         def generate(cond, t, seeds, sampler=sampler):
@@ -84,6 +105,13 @@ def main() -> None:
               f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
     args.out.with_suffix(".json").write_text(json.dumps({"references": j.references, "points": points}, indent=2) + "\n")
     _plot(points, j.references, args.out, ae_seconds / 60)
+
+
+def _prior(run_cfg: LatentPriorTrainConfig, snap: Path) -> LatentPrior:
+    prior = LatentPrior(run_cfg.model)
+    prior.load_state_dict({k: v.float() for k, v in torch.load(snap, map_location="cpu").items()})
+    readjust_bn(prior, 0.8, 20)
+    return prior.eval()
 
 
 def _plot(points: list[dict], refs: dict, out: Path, stage1_minutes: float) -> None:
