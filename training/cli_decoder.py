@@ -27,7 +27,10 @@ from training.cli_filter import step_progress
               help="run folder (an autoencoder folder: model.pt + config.json); rerunning resumes")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="export the sampler (prior + this decoder) here, e.g. exports/generator/1, and the encoder beside it")
-def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overrides, out, export_dir) -> None:
+@click.option("--snapshot", type=click.IntRange(min=1), default=None,
+              help="use the EMA weights of this step's snapshot (snapshots/stepNNNNNN.pt) instead of the last: "
+                   "the run's quality curve may peak before its end")
+def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overrides, out, export_dir, snapshot) -> None:
     """Adapt the decoder to the prior's samples; writes model.pt like `facegen-train autoencoder`."""
     import dataclasses
 
@@ -67,7 +70,12 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         _, ema = train(gs.images[~gs.held_out], cfg, run, progress=step_progress(bar), prior_sampler=prior_sampler)
     model = ema.shadow.eval().requires_grad_(False)
-    report = {"autoencoder": str(autoencoder_run), "prior": str(prior_run),
+    if snapshot is not None:
+        path = run.root / "snapshots" / f"step{snapshot:06d}.pt"
+        if not path.exists():
+            raise click.ClickException(f"{path} not found (snapshots: every snapshot_every={cfg.snapshot_every} steps)")
+        model.load_state_dict(torch.load(path, map_location="cpu"))
+    report = {"autoencoder": str(autoencoder_run), "prior": str(prior_run), "snapshot": snapshot,
               "held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None,
               "grids": [str(p) for p in sample_grids(TwoStageSampler(prior, model).eval(), run.root)]}
     torch.save(model.state_dict(), run.root / "model.pt")
