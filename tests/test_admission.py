@@ -57,7 +57,9 @@ def test_a_request_that_fits_alone_but_not_behind_the_backlog_is_told_to_retry()
         with pytest.raises(QueueFull) as err:
             adm.check(300, 10.0)  # 3 s alone, 11 s behind the 8 s backlog
         assert err.value.retry_after_s == pytest.approx(8.0) and "retry in 8.0 s" in str(err.value)
-        adm.check(100, 10.0)  # 9 s: admitted
+        adm.check(100, 12.0)  # 9 s, within 0.8 of 12: admitted
+        with pytest.raises(QueueFull):
+            adm.check(100, 10.0)  # 9 s of 10: beyond the headroom
     assert adm.in_flight == 0
 
 

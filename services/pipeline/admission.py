@@ -10,8 +10,8 @@ backlog of b is expected to finish in (b + n) / rate seconds. It is
 - refused as too big (INVALID_ARGUMENT / 400) when n / rate alone exceeds its deadline: no retry
   can help, the caller must ask for less or allow more time;
 - refused as busy (RESOURCE_EXHAUSTED / 503 + Retry-After ≈ the backlog's drain time) when it
-  would fit alone but not behind the backlog, or when the backlog already holds
-  `max_candidates`;
+  would fit alone but not behind the backlog (within `headroom` of its deadline), or when the
+  backlog already holds `max_candidates`;
 - admitted otherwise. Until `warmup` candidates have finished there is no rate to trust, and
   only the backlog cap applies.
 """
@@ -29,7 +29,10 @@ from services.core.errors import BadRequest
 
 @dataclass(frozen=True)
 class AdmissionConfig:
-    max_candidates: int = 4096  # candidates in flight at most (two of the largest requests)
+    max_candidates: int = 2048  # candidates in flight at most: one largest request (the model services queue 2048 images)
+    # a request is admitted behind the backlog only if it is expected to finish within this share of
+    # its deadline: the rate is the best recently seen, and a burst arrives before the backlog it makes
+    headroom: float = 0.8
     warmup: int = 64  # candidates finished before the measured rate is trusted
     half_life_s: float = 120.0  # how fast a rate seen once is forgotten
 
@@ -61,7 +64,7 @@ class Admission:
                              f"{self.rate:.0f} faces/s, more than the request's {timeout_s:.0f} s: ask for fewer "
                              "faces or less oversampling, or allow a longer deadline")
         behind = self._expected_s(self.in_flight + candidates)
-        if behind is not None and behind > timeout_s:
+        if behind is not None and behind > self.cfg.headroom * timeout_s:
             raise QueueFull(self.in_flight, self.cfg.max_candidates, max(behind - alone, 0.1), "candidates in flight",
                             f": behind them this request would finish in about {behind:.1f} s, after its "
                             f"{timeout_s:.1f} s deadline")

@@ -48,7 +48,7 @@ class PipelineConfig:
     max_timeout_s: float = 120.0  # the longest gRPC deadline honoured (the largest request needs ~30 s here)
     # admission control (services/pipeline/admission.py): candidates in flight at most; a request
     # that cannot finish in its deadline behind them is refused at once, retryable
-    max_candidates: int = 4096
+    max_candidates: int = 2048
     max_faces: int = 256
     max_oversample: int = 8
     stream_chunk: int = 4  # faces per round trip of GenerateStream
