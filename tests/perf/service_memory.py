@@ -8,12 +8,18 @@ training processes' (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=1e11), which the
 to inherit from deploy/env.sh.
 
   PYTHONPATH=. python tests/perf/service_memory.py [--side 6000 --requests 32 --concurrency 8]
+  PYTHONPATH=. python tests/perf/service_memory.py --all      # every service: hostile pass + load
+
+With --all, the five services run together (glibc defaults) and each one's RSS is read at rest,
+after the reliability suite's hostile corpus (every image route, every JSON route) and after a
+load of 800 single faces at once through the pipeline, then after `--settle` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import sys
@@ -71,13 +77,61 @@ def measure(env: dict[str, str], body: bytes, args) -> dict:
             "codes": {c: codes.count(c) for c in set(codes)}}
 
 
+def every_service(settle: float) -> None:
+    import grpc
+
+    from services.core.proto import pb, rpc
+    from tests.test_reliability import HOSTILE_JSON, IMAGE_ROUTES, JSON_ROUTES, hostile_images
+
+    stack = servers.start_all()
+    try:
+        time.sleep(2)
+        rest = {n: rss_mib(s) for n, s in stack.items()}
+        with httpx.Client(timeout=60) as client:
+            for data, _ in hostile_images().values():
+                for svc, (multipart, body, _) in IMAGE_ROUTES.items():
+                    for route in multipart:
+                        client.post(stack[svc].url + route, files=[("images", ("x.png", data))])
+                    for route in body:
+                        client.post(stack[svc].url + route, content=data, headers={"content-type": "image/png"})
+            for svc, route in JSON_ROUTES:
+                for body in HOSTILE_JSON:
+                    client.post(stack[svc].url + route, content=body, headers={"content-type": "application/json"})
+        hostile = {n: rss_mib(s) for n, s in stack.items()}
+
+        async def load() -> None:
+            async with grpc.aio.insecure_channel(stack["pipeline"].grpc_target) as ch:
+                stub = rpc.GenerationServiceStub(ch)
+
+                async def one(i: int) -> None:
+                    with contextlib.suppress(grpc.aio.AioRpcError):  # refusals are part of the load
+                        await stub.Generate(pb.GenerateRequest(count=1, seed=i), timeout=10)
+                await asyncio.gather(*(one(i) for i in range(800)))
+
+        asyncio.run(load())
+        loaded = {n: rss_mib(s) for n, s in stack.items()}
+        time.sleep(settle)
+        after = {n: rss_mib(s) for n, s in stack.items()}
+    finally:
+        for s in stack.values():
+            s.stop()
+    print("| service | RSS at rest (MiB) | after the hostile pass | after 800 faces at once | settled | settled / rest |")
+    print("|---|---|---|---|---|---|")
+    for n in stack:
+        print(f"| {n} | {rest[n]:.0f} | {hostile[n]:.0f} | {loaded[n]:.0f} | {after[n]:.0f} | {after[n] / rest[n]:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--side", type=int, default=6000)
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--settle", type=float, default=5.0)
+    ap.add_argument("--all", action="store_true", help="every service, under the hostile pass and a load")
     args = ap.parse_args()
+    if args.all:
+        every_service(args.settle)
+        return
     buf = io.BytesIO()
     Image.fromarray(np.full((args.side, args.side, 3), 128, np.uint8)).save(buf, "PNG")
     body = buf.getvalue()
