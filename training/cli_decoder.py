@@ -27,10 +27,14 @@ from training.cli_filter import step_progress
               help="run folder (an autoencoder folder: model.pt + config.json); rerunning resumes")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="export the sampler (prior + this decoder) here, e.g. exports/generator/1, and the encoder beside it")
+@click.option("--attributes", "attribute_export", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("exports/attributes/1"), show_default=True,
+              help="measures condition fidelity for the card (a quick check; the benchmark uses an independent judge)")
 @click.option("--snapshot", type=click.IntRange(min=1), default=None,
               help="use the EMA weights of this step's snapshot (snapshots/stepNNNNNN.pt) instead of the last: "
                    "the run's quality curve may peak before its end")
-def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overrides, out, export_dir, snapshot) -> None:
+def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overrides, out, export_dir, attribute_export,
+                snapshot) -> None:
     """Adapt the decoder to the prior's samples; writes model.pt like `facegen-train autoencoder`."""
     import dataclasses
 
@@ -40,7 +44,7 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
 
     from training import config as config_io
     from training.cli_generator import export_two_stage, load_autoencoder, load_prior
-    from training.eval_generator import sample_grids
+    from training.eval_generator import condition_fidelity, sample_grids
     from training.generator_data import load_generator_set
     from training.models.latent_prior import TwoStageSampler
     from training.run_state import RunFolder
@@ -78,6 +82,8 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
     report = {"autoencoder": str(autoencoder_run), "prior": str(prior_run), "snapshot": snapshot,
               "held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None,
               "grids": [str(p) for p in sample_grids(TwoStageSampler(prior, model).eval(), run.root)]}
+    if attribute_export.exists():
+        report["condition_fidelity"] = condition_fidelity(TwoStageSampler(prior, model).eval(), attribute_export)
     torch.save(model.state_dict(), run.root / "model.pt")
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()
