@@ -110,6 +110,18 @@ def create_session(
     return session, in_use
 
 
+def shrinking_run_options():
+    """ORT run options that hand the session's unused arena memory back at the end of the run. The
+    arena keeps the peak of the largest batch otherwise (the sampler: 196 → 1459 MiB after 800
+    faces at once); shrinking on every run costs a batch of 16 about a fifth more time, so the
+    serving core shrinks only on runs that start with nothing else waiting."""
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return opts
+
+
 def load_session(path: Path | str, device: str = "auto", **threads):
     """read_export (sha256 verified) + create_session: (export, session, provider)."""
     export = read_export(path)

@@ -24,7 +24,7 @@ import numpy as np
 from services.core import images as imgs
 from services.core.batcher import MicroBatcher
 from services.core.errors import classify, http_response
-from services.core.exports import Export, create_session, read_export
+from services.core.exports import Export, create_session, read_export, shrinking_run_options
 from services.core.metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,6 +108,7 @@ class BatchedModel:
         self.metrics = ServiceMetrics(name)
         self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
         self._lane_threads = threads
+        self._shrink = shrinking_run_options() if self.provider == "CPUExecutionProvider" else None
         self._wide_threads = cfg.lone_threads or self.lanes * threads
         # while auto measures: batch size → session → run times
         self._trial: dict[int, dict[str, list[float]]] | None = None
@@ -121,6 +122,12 @@ class BatchedModel:
     def _run(self, x: np.ndarray, session) -> dict[str, np.ndarray]:
         """Run one batch of packed rows through `session` (the lanes' or the lone one)."""
         raise NotImplementedError
+
+    def run_options(self):
+        """For a batch about to run: shrink the session's memory arena at its end when nothing else
+        is waiting (the load is over, or was one request), so a burst's peak is not kept for ever."""
+        batcher = getattr(self, "batcher", None)
+        return self._shrink if batcher is None or batcher.queued == 0 else None
 
     def _lone_session(self):
         """The session for a batch that runs alone, or None where there is nothing to gain (a GPU,
@@ -191,7 +198,8 @@ class ImageModel(BatchedModel):
         self.output_names = [o["name"] for o in self.export.signature["outputs"]]
 
     def _run(self, x: np.ndarray, session) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, session.run(self.output_names, {self.input_name: x}), strict=True))
+        return dict(zip(self.output_names, session.run(self.output_names, {self.input_name: x}, self.run_options()),
+                        strict=True))
 
     async def decode(self, items: list, kind: str = "proto") -> list[np.ndarray]:
         """Request images → RGB arrays at the model's size (`decode_images`)."""
