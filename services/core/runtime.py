@@ -33,6 +33,7 @@ log = logging.getLogger("facegen.serving")
 # first LONE_TRIAL_RUNS lone batches (of one size) beat the lane session's fastest by this factor
 LONE_GAIN = 0.85
 LONE_TRIAL_RUNS = 8
+SHRINK_EVERY_S = 2.0  # the most often a model hands its ONNX Runtime arena's unused memory back
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class BatchedModel:
         self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
         self._lane_threads = threads
         self._shrink = shrinking_run_options() if self.provider == "CPUExecutionProvider" else None
+        self._shrunk_at = 0.0
         self._wide_threads = cfg.lone_threads or self.lanes * threads
         # while auto measures: batch size → session → run times
         self._trial: dict[int, dict[str, list[float]]] | None = None
@@ -125,9 +127,17 @@ class BatchedModel:
 
     def run_options(self):
         """For a batch about to run: shrink the session's memory arena at its end when nothing else
-        is waiting (the load is over, or was one request), so a burst's peak is not kept for ever."""
+        is waiting (the load is over, or was one request), so a burst's peak is not kept for ever —
+        at most once per SHRINK_EVERY_S: a burst of a few batches finds the queue empty at every
+        batch, and shrinking each of them cost it a fifth of its throughput."""
         batcher = getattr(self, "batcher", None)
-        return self._shrink if batcher is None or batcher.queued == 0 else None
+        if self._shrink is None or (batcher is not None and batcher.queued):
+            return None
+        now = time.monotonic()
+        if now - self._shrunk_at < SHRINK_EVERY_S:
+            return None
+        self._shrunk_at = now
+        return self._shrink
 
     def _lone_session(self):
         """The session for a batch that runs alone, or None where there is nothing to gain (a GPU,
