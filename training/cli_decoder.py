@@ -43,8 +43,7 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
     from tqdm import tqdm
 
     from training import config as config_io
-    from training.cli_generator import export_two_stage, load_autoencoder, load_prior
-    from training.eval_generator import condition_fidelity, sample_grids
+    from training.cli_generator import export_two_stage, load_autoencoder, load_prior, sampler_report
     from training.generator_data import load_generator_set
     from training.models.latent_prior import TwoStageSampler
     from training.run_state import RunFolder
@@ -81,9 +80,7 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
         model.load_state_dict(torch.load(path, map_location="cpu"))
     report = {"autoencoder": str(autoencoder_run), "prior": str(prior_run), "snapshot": snapshot,
               "held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None,
-              "grids": [str(p) for p in sample_grids(TwoStageSampler(prior, model).eval(), run.root)]}
-    if attribute_export.exists():
-        report["condition_fidelity"] = condition_fidelity(TwoStageSampler(prior, model).eval(), attribute_export)
+              **sampler_report(TwoStageSampler(prior, model).eval(), run.root, attribute_export)}
     torch.save(model.state_dict(), run.root / "model.pt")
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()

@@ -58,7 +58,6 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
     from tqdm import tqdm
 
     from training import config as config_io
-    from training.eval_generator import condition_fidelity, sample_grids
     from training.generator_data import load_generator_set
     from training.loop import finish_distributed
     from training.models.latent_prior import LatentPrior, TwoStageSampler
@@ -103,10 +102,7 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
     if readjust_batches:
         readjust_bn(prior, readjust_temperature, readjust_batches, seed=cfg.seed)
         report["readjust_bn"] = {"batches": readjust_batches, "temperature": readjust_temperature}
-    sampler = TwoStageSampler(prior, autoencoder).eval()
-    report["grids"] = [str(p) for p in sample_grids(sampler, run.root)]
-    if attribute_export.exists():
-        report["condition_fidelity"] = condition_fidelity(sampler, attribute_export)
+    report.update(sampler_report(TwoStageSampler(prior, autoencoder).eval(), run.root, attribute_export))
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()
     click.echo(json.dumps(report, indent=2))
@@ -114,6 +110,17 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
         card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
                 "config": config_io.to_dict(cfg), "autoencoder_config": config_io.to_dict(ae_cfg), "metrics": report}
         export_two_stage(prior, autoencoder, export_dir, encoder_dir, card)
+
+
+def sampler_report(sampler, root: Path, attribute_export: Path) -> dict:
+    """What every stage that ends in a two-stage sampler reports: its sample and sweep grids
+    (written in `root`), and its condition fidelity by the exported attribute model, if any."""
+    from training.eval_generator import condition_fidelity, sample_grids
+
+    report = {"grids": [str(p) for p in sample_grids(sampler, root)]}
+    if attribute_export.exists():
+        report["condition_fidelity"] = condition_fidelity(sampler, attribute_export)
+    return report
 
 
 def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | None, card: dict) -> None:
@@ -137,21 +144,17 @@ def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | N
 
 
 def load_prior(run_dir: Path, readjust_batches: int = 100, readjust_temperature: float = 0.8, seed: int = 0):
-    """A trained stage-2 run's EMA prior (its state.pt), BatchNorm re-estimated as the export does."""
-    import torch
-
+    """A trained stage-2 run's EMA prior (its state.pt, or a compact checkpoint's ema_fp16.pt),
+    BatchNorm re-estimated as the export does."""
     from training import config as config_io
     from training.models.latent_prior import LatentPrior
-    from training.train_generator import readjust_bn
+    from training.train_generator import ema_weights, readjust_bn
     from training.train_latent_prior import LatentPriorTrainConfig
 
-    if (run_dir / "state.pt").exists():
-        ema = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)["ema"]
-        weights = {k.removeprefix("shadow."): v for k, v in ema.items()}
-    elif (run_dir / "ema_fp16.pt").exists():  # a compact checkpoint (training/checkpoints/)
-        weights = {k: v.float() for k, v in torch.load(run_dir / "ema_fp16.pt", map_location="cpu").items()}
-    else:
-        raise click.ClickException(f"{run_dir}/state.pt not found: train stage 2 first (`facegen-train generator`)")
+    try:
+        weights = ema_weights(run_dir)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"{exc}: train stage 2 first (`facegen-train generator`)") from None
     cfg = config_io.load(LatentPriorTrainConfig, run_dir / "config.json")
     prior = LatentPrior(cfg.model)
     prior.load_state_dict(weights)

@@ -182,14 +182,28 @@ class EMA(torch.nn.Module):
             e.copy_(b)
 
 
+def ema_weights(run_dir) -> dict[str, torch.Tensor]:
+    """A run's EMA weights in fp32: from a run folder's state.pt, or from a compact checkpoint
+    folder's ema_fp16.pt (training/checkpoints/). FileNotFoundError when it has neither."""
+    from pathlib import Path
+
+    root = Path(run_dir)
+    if (root / "state.pt").exists():
+        ema = torch.load(root / "state.pt", map_location="cpu", weights_only=False)["ema"]
+        return {k.removeprefix("shadow."): v for k, v in ema.items()}
+    if (root / "ema_fp16.pt").exists():
+        return {k: v.float() for k, v in torch.load(root / "ema_fp16.pt", map_location="cpu").items()}
+    raise FileNotFoundError(f"{root}/state.pt not found")
+
+
 def init_from(run_dir: str, model: torch.nn.Module, ema: EMA) -> None:
     """Start a run from another run folder's weights and EMA (its state.pt), or from a compact
     checkpoint folder's EMA weights (ema_fp16.pt, training/checkpoints/); the optimiser starts fresh."""
     from pathlib import Path
 
     root = Path(run_dir)
-    if not (root / "state.pt").exists() and (root / "ema_fp16.pt").exists():
-        sd = {k: v.float() for k, v in torch.load(root / "ema_fp16.pt", map_location="cpu").items()}
+    if not (root / "state.pt").exists():
+        sd = ema_weights(root)
         model.load_state_dict(sd)
         ema.shadow.load_state_dict(sd)
         return

@@ -57,7 +57,7 @@ class LatentPriorTrainConfig:
     # conditions; the anchor keeps what the ELBO drew while eyes and mouth follow their conditions.
     anchor_from: str = ""
     anchor_weight: float = 0.0
-    init_from: str = ""  # a run folder whose state.pt (weights + EMA) this run starts from; fresh optimiser
+    init_from: str = ""  # a run folder (state.pt: weights + EMA) or compact checkpoint this run starts from; fresh optimiser
     seed: int = 0
     threads: int = 0
 
