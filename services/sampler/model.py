@@ -112,7 +112,7 @@ class SamplerModel(BatchedModel):
             raise BadRequest("seed must be in [0, 2^63)")
         return SampleSpec(cond.astype(np.float32), float(temperature), int(seed))
 
-    def validate_edit(self, images: list[np.ndarray], measured: list[list[float]], target: list[list[float]],
+    def validate_edit(self, images: list[np.ndarray], measured: list[list[float]], target: list[list[float | None]],
                       keep: int | None, seed: int) -> EditSpec:
         if self.encoder is None:
             raise Unavailable(f"this sampler cannot edit: {self.encoder_error}")
@@ -121,40 +121,44 @@ class SamplerModel(BatchedModel):
             raise BadRequest(f"{n} images need {n} measured and {n} target conditions, got {len(measured)} and {len(target)}")
         arrays = []
         for name, rows in (("measured", measured), ("target", target)):
-            a = np.asarray(rows, dtype=np.float64).reshape(n, -1)
-            if a.shape[1] != len(self.conditions) or not (np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()):
+            if any(len(row) != len(self.conditions) for row in rows):
                 raise BadRequest(f"{name} conditions must be {len(self.conditions)} finite numbers in [0, 1] per face")
-            arrays.append(a.astype(np.float32))
+            if arrays:  # a target condition left out (None) keeps the face's own, measured value
+                rows = [[own if t is None else t for t, own in zip(trow, mrow, strict=True)]
+                        for trow, mrow in zip(rows, arrays[0].tolist(), strict=True)]
+            a = np.asarray(rows, dtype=np.float64)
+            if not (np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()):
+                raise BadRequest(f"{name} conditions must be {len(self.conditions)} finite numbers in [0, 1] per face")
+            arrays.append(a)
+        measured_a, target_a = (a.astype(np.float32) for a in arrays)
         groups = len(self.shapes)
         keep = groups if keep is None else int(keep)
         if not 0 <= keep <= groups:
             raise BadRequest(f"keep_groups must be in [0, {groups}], got {keep}")
         if not 0 <= seed < 2**63:
             raise BadRequest("seed must be in [0, 2^63)")
-        return EditSpec(np.stack(images), arrays[0], arrays[1], keep, int(seed))
+        return EditSpec(np.stack(images), measured_a, target_a, keep, int(seed))
 
     async def edit(self, spec: EditSpec, timeout_s: float | None = None) -> np.ndarray:
         """The faces redrawn with their target conditions: the encoder's latents for the kept
         groups, fresh noise (seed + i) for the others."""
         noise = await asyncio.to_thread(self.encoder.run, None, {"images": spec.images, "conditions": spec.measured})
-        n = len(spec.images)
-        packed = np.empty((n, 1 + len(self.conditions) + sum(self.sizes)), np.float32)
-        packed[:, 0] = 1.0
-        packed[:, 1 : 1 + len(self.conditions)] = spec.target
-        for i in range(n):
-            fresh = noise_for(spec.seed + i, self.shapes)
-            packed[i, 1 + len(self.conditions) :] = np.concatenate(
-                [(noise[g][i] if g < spec.keep else EDIT_FREE_TEMPERATURE * fresh[g]).ravel() for g in range(len(self.shapes))])
-        return (await self.submit(packed, timeout_s))["images"]
+        kept = [[noise[g][i] if g < spec.keep else EDIT_FREE_TEMPERATURE * z
+                 for g, z in enumerate(noise_for(spec.seed + i, self.shapes))] for i in range(len(spec.images))]
+        return (await self.submit(self._pack(1.0, spec.target, kept), timeout_s))["images"]
 
     def rows(self, spec: SampleSpec) -> np.ndarray:
-        """One packed row per face: temperature, conditions, then every group's noise, flattened."""
-        n = len(spec.conditions)
-        packed = np.empty((n, 1 + len(self.conditions) + sum(self.sizes)), np.float32)
-        packed[:, 0] = spec.temperature
-        packed[:, 1 : 1 + len(self.conditions)] = spec.conditions
-        for i in range(n):
-            packed[i, 1 + len(self.conditions) :] = np.concatenate([z.ravel() for z in noise_for(spec.seed + i, self.shapes)])
+        """One packed row per face, its noise drawn from its seed (the contract above)."""
+        return self._pack(spec.temperature, spec.conditions,
+                          [noise_for(spec.seed + i, self.shapes) for i in range(len(spec.conditions))])
+
+    def _pack(self, temperature: float, conditions: np.ndarray, noise: list[list[np.ndarray]]) -> np.ndarray:
+        """One row per face: temperature, conditions, then every group's noise, flattened."""
+        packed = np.empty((len(conditions), 1 + len(self.conditions) + sum(self.sizes)), np.float32)
+        packed[:, 0] = temperature
+        packed[:, 1 : 1 + len(self.conditions)] = conditions
+        for i, groups in enumerate(noise):
+            packed[i, 1 + len(self.conditions) :] = np.concatenate([z.ravel() for z in groups])
         return packed
 
     def _run(self, packed: np.ndarray, session) -> dict[str, np.ndarray]:

@@ -39,6 +39,15 @@ def _faces(model: SamplerModel, spec, images: np.ndarray) -> list[tuple[bytes, i
             for i, img in enumerate(images)]
 
 
+def _face_pb(img: np.ndarray, seed: int, conditions: np.ndarray, names: list[str], raw: bool) -> pb.SampledFace:
+    """A face on the wire: raw pixels as they are (no PNG round trip between services), or a PNG."""
+    cond = pb.Conditions(**dict(zip(names, map(float, conditions), strict=True)))
+    if raw:
+        return pb.SampledFace(raw=pb.RawImage(pixels=img.tobytes(), height=img.shape[0], width=img.shape[1]),
+                              seed=seed, conditions=cond)
+    return pb.SampledFace(png=encode_png(img), seed=seed, conditions=cond)
+
+
 class SamplerServicer(rpc.SamplerServiceServicer):
     def __init__(self, model: SamplerModel) -> None:
         self.model = model
@@ -50,14 +59,8 @@ class SamplerServicer(rpc.SamplerServiceServicer):
             temperature = request.temperature if request.HasField("temperature") else None
             spec = self.model.validate(conds, request.count, temperature, request.seed)
             images = await self.model.sample(spec, remaining(context))
-            if request.raw_output:  # pixels as they are: no PNG round trip between services
-                h, w = images.shape[1:3]
-                faces = [pb.SampledFace(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w), seed=spec.seed + i,
-                                        conditions=pb.Conditions(**dict(zip(names, map(float, spec.conditions[i]), strict=True))))
-                         for i, img in enumerate(images)]
-            else:
-                faces = [pb.SampledFace(png=png, seed=seed, conditions=pb.Conditions(**c))
-                         for png, seed, c in _faces(self.model, spec, images)]
+            faces = [_face_pb(img, spec.seed + i, spec.conditions[i], names, request.raw_output)
+                     for i, img in enumerate(images)]
             return pb.SampleResponse(faces=faces, model=pb.ModelInfo(**self.model.info), temperature=spec.temperature)
 
     async def Edit(self, request, context):
@@ -68,23 +71,11 @@ class SamplerServicer(rpc.SamplerServiceServicer):
             if any(not c.HasField(n) for c in request.measured for n in names):
                 raise BadRequest(f"each face's measured conditions need all of {', '.join(names)}")
             measured = [[getattr(c, n) for n in names] for c in request.measured]
-            # a target condition left out keeps the face's own value
-            target = [[getattr(t, n) if t.HasField(n) else own for n, own in zip(names, row, strict=True)]
-                      for t, row in zip(request.target, measured, strict=False)]
-            if len(target) != len(request.target):
-                raise BadRequest(f"{len(request.images)} images need {len(request.images)} target conditions, "
-                                 f"got {len(request.target)}")
+            target = [[getattr(t, n) if t.HasField(n) else None for n in names] for t in request.target]
             keep = request.keep_groups if request.HasField("keep_groups") else None
             spec = m.validate_edit(images, measured, target, keep, request.seed)
             out = await m.edit(spec, remaining(context))
-            faces = []
-            for i, img in enumerate(out):
-                cond = pb.Conditions(**dict(zip(names, map(float, spec.target[i]), strict=True)))
-                if request.raw_output:
-                    faces.append(pb.SampledFace(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w),
-                                                seed=spec.seed + i, conditions=cond))
-                else:
-                    faces.append(pb.SampledFace(png=encode_png(img), seed=spec.seed + i, conditions=cond))
+            faces = [_face_pb(img, spec.seed + i, spec.target[i], names, request.raw_output) for i, img in enumerate(out)]
             return pb.EditResponse(faces=faces, model=pb.ModelInfo(**m.info), latent_groups=len(m.shapes))
 
 
