@@ -349,30 +349,19 @@ def edit_cmd(face, eyes, mouth, hair_color, background, head, sweep, steps, keep
                 raise click.ClickException(f"{exc.code().name}: {exc.details()}") from None
             pngs.append(resp.png)
             rows.append(resp)
-    if sweep:
+    if sweep:  # the strip starts with the input face, at the edits' size
         from PIL import Image
 
         source = io.BytesIO()
         Image.open(face).convert("RGB").resize(Image.open(io.BytesIO(pngs[0])).size).save(source, "PNG")
         pngs = [source.getvalue(), *pngs]
-    if sweep:
-        _grid(pngs, out, zoom)
-    else:
-        _save_one(pngs[0], out, zoom)
+    _grid(pngs, out, zoom)
     for target, r in zip(targets, rows, strict=True):
         said = [f"{n} {getattr(r.measured_before, n):.2f} → asked {v:.2f}, measured {getattr(r.measured_after, n):.2f}"
                 for n, v in target.items()]
         realness = f"; realness {r.realness_after:.2f}" if r.HasField("realness_after") else ""
         click.echo("; ".join(said) + realness)
     click.echo(f"wrote {out}")
-
-
-def _save_one(png: bytes, out: Path, zoom: int) -> None:
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(png)).convert("RGB")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    img.resize((img.width * zoom, img.height * zoom), Image.Resampling.NEAREST).save(out)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,15 @@ def two_stage(synth_root, tmp_path_factory) -> Path:
                                "--export", str(root / "exports" / "generator" / "1")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return root
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """All five services on free 127.0.0.1 ports, the pipeline wired to the other four (one stack
+    per test module; a test may stop and restart a service in it)."""
+    from tests import servers
+
+    started = servers.start_all()
+    yield started
+    for s in started.values():
+        s.stop()

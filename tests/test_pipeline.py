@@ -24,14 +24,6 @@ from tests import servers
 GENERATOR_CARD = servers.REPO / "exports" / "generator" / "1" / "card.json"
 
 
-@pytest.fixture(scope="module")
-def stack():
-    started = servers.start_all()
-    yield started
-    for s in started.values():
-        s.stop()
-
-
 def _stub(stack) -> rpc.GenerationServiceStub:
     return rpc.GenerationServiceStub(grpc.insecure_channel(stack["pipeline"].grpc_target))
 

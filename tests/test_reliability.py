@@ -81,14 +81,6 @@ GRPC_METHODS = ["/facegen.v1.FilterService/Classify", "/facegen.v1.FilterService
 SERVICE_OF = {"Filter": "filter", "Attribute": "attributes", "Sampler": "sampler", "Critic": "critic", "Generation": "pipeline"}
 
 
-@pytest.fixture(scope="module")
-def stack():
-    started = servers.start_all()
-    yield started
-    for s in started.values():
-        s.stop()
-
-
 def _workers(stack) -> dict[str, set[int]]:
     return {name: {p.pid for p in psutil.Process(s.proc.pid).children(recursive=True)} for name, s in stack.items()}
 

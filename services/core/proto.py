@@ -64,3 +64,8 @@ pb, rpc = _load()
 
 if __name__ == "__main__":
     print(f"generated stubs for {', '.join(PROTOS)} in {OUT_DIR}")
+
+
+def conditions_pb(names, values) -> pb.Conditions:
+    """A facegen.v1.Conditions from condition names and their values, in the same order."""
+    return pb.Conditions(**dict(zip(names, map(float, values), strict=True)))

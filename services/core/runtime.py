@@ -130,8 +130,7 @@ class BatchedModel:
         is waiting (the load is over, or was one request), so a burst's peak is not kept for ever —
         at most once per SHRINK_EVERY_S: a burst of a few batches finds the queue empty at every
         batch, and shrinking each of them cost it a fifth of its throughput."""
-        batcher = getattr(self, "batcher", None)
-        if self._shrink is None or (batcher is not None and batcher.queued):
+        if self._shrink is None or self.batcher.queued:
             return None
         now = time.monotonic()
         if now - self._shrunk_at < SHRINK_EVERY_S:

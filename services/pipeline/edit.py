@@ -17,8 +17,8 @@ import numpy as np
 
 from services.core import metrics
 from services.core.errors import BadRequest
-from services.pipeline.generate import CONDITIONS
-from services.pipeline.upstream import Realness, Upstreams
+from services.pipeline.generate import CONDITIONS, Pipeline
+from services.pipeline.upstream import Realness
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Edited:
     image: np.ndarray
     measured_before: np.ndarray
     requested: np.ndarray
-    measured_after: np.ndarray | None
+    measured_after: np.ndarray
     before: Realness | None
     after: Realness | None
     retouched: bool
@@ -61,7 +61,15 @@ def validate_edit(image: bytes, changes: dict[str, float | None], retouch: bool 
     return EditSpec(image, given, True if retouch is None else bool(retouch), keep_groups, int(seed))
 
 
-async def edit_face(up: Upstreams, spec: EditSpec, timeout_s: float) -> Edited:
+async def edit_face(pipeline: Pipeline, spec: EditSpec, timeout_s: float | None) -> Edited:
+    """The edit within the caller's time (the pipeline's budget), admitted as one face's work."""
+    budget = pipeline.budget_s(timeout_s)
+    with pipeline.admission.admit(1, budget):
+        return await _edit(pipeline, spec, budget)
+
+
+async def _edit(pipeline: Pipeline, spec: EditSpec, timeout_s: float) -> Edited:
+    up = pipeline.up
     t0 = time.monotonic()
     deadline = t0 + timeout_s
 

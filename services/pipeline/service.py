@@ -123,10 +123,9 @@ def spec_from_pb(request, cfg: PipelineConfig):
 
 def _edit_pb(e: Edited, png: bytes, changed: list[str]) -> pb.EditFaceResponse:
     msg = pb.EditFaceResponse(png=png, measured_before=pb.Conditions(**_conditions(e.measured_before)),
-                              requested=pb.Conditions(**_conditions(e.requested)), retouched=e.retouched,
+                              requested=pb.Conditions(**_conditions(e.requested)),
+                              measured_after=pb.Conditions(**_conditions(e.measured_after)), retouched=e.retouched,
                               changed=changed)
-    if e.measured_after is not None:
-        msg.measured_after.CopyFrom(pb.Conditions(**_conditions(e.measured_after)))
     if e.before is not None:
         msg.realness_before = e.before.realness
     if e.after is not None:
@@ -137,7 +136,7 @@ def _edit_pb(e: Edited, png: bytes, changed: list[str]) -> pb.EditFaceResponse:
 def _edit_dict(e: Edited, png: bytes, changed: list[str]) -> dict:
     return {"png": base64.b64encode(png).decode(), "measured_before": _conditions(e.measured_before),
             "requested": _conditions(e.requested), "changed": changed,
-            "measured_after": None if e.measured_after is None else _conditions(e.measured_after),
+            "measured_after": _conditions(e.measured_after),
             "realness_before": e.before.realness if e.before else None,
             "realness_after": e.after.realness if e.after else None, "retouched": e.retouched}
 
@@ -162,9 +161,7 @@ class GenerationServicer(rpc.GenerationServiceServicer):
             changes = {n: getattr(request.target, n) for n in CONDITIONS if request.target.HasField(n)}
             spec = validate_edit(request.image.encoded, changes, request.retouch if request.HasField("retouch") else None,
                                  request.keep_groups if request.HasField("keep_groups") else None, request.seed)
-            budget = self.svc.pipeline.budget_s(remaining(context))
-            with self.svc.pipeline.admission.admit(1, budget):  # an edit is one face's work
-                edited = await edit_face(self.svc.upstreams, spec, budget)
+            edited = await edit_face(self.svc.pipeline, spec, remaining(context))
             return _edit_pb(edited, (await encode_pngs([edited.image]))[0], sorted(spec.changes))
 
     async def GenerateStream(self, request, context):
@@ -296,9 +293,7 @@ class GenerationService:
         async def work():
             changes = {"eyes": eyes, "mouth": mouth, "hair_color": hair_color, "background": background, "head": head}
             spec = validate_edit(image.read_bytes(), changes, retouch, keep_groups, seed)
-            budget = self.pipeline.budget_s(None)
-            with self.pipeline.admission.admit(1, budget):  # an edit is one face's work
-                edited = await edit_face(self.upstreams, spec, budget)
+            edited = await edit_face(self.pipeline, spec, None)
             return _edit_dict(edited, (await encode_pngs([edited.image]))[0], sorted(spec.changes))
 
         return await http_call(self.metrics, "edit", work)

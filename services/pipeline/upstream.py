@@ -19,7 +19,7 @@ import numpy as np
 
 from services.core.errors import BadRequest, UpstreamUnavailable
 from services.core.grpc_server import MAX_MESSAGE_BYTES
-from services.core.proto import pb, rpc
+from services.core.proto import conditions_pb, pb, rpc
 from services.pipeline.coalesce import Coalescer
 
 RETRY_POLICY = {
@@ -105,7 +105,7 @@ class Upstreams:
 
     async def sample(self, conditions: np.ndarray, names: list[str], temperature: float, seed: int,
                      timeout: float) -> np.ndarray:
-        req = pb.SampleRequest(conditions=[pb.Conditions(**dict(zip(names, map(float, c), strict=True))) for c in conditions],
+        req = pb.SampleRequest(conditions=[conditions_pb(names, c) for c in conditions],
                                count=len(conditions), temperature=temperature, seed=seed, raw_output=True)
         resp = await self._call("sampler", self.sampler.Sample, req, timeout)
         return np.stack([from_raw(f.raw) for f in resp.faces])
@@ -114,8 +114,7 @@ class Upstreams:
                    keep: int | None, seed: int, timeout: float) -> np.ndarray:
         """One face (encoded bytes, as the user sent it) redrawn with the target conditions."""
         req = pb.EditRequest(images=[pb.Image(encoded=image)], seed=seed, raw_output=True,
-                             measured=[pb.Conditions(**dict(zip(names, map(float, measured), strict=True)))],
-                             target=[pb.Conditions(**dict(zip(names, map(float, target), strict=True)))])
+                             measured=[conditions_pb(names, measured)], target=[conditions_pb(names, target)])
         if keep is not None:
             req.keep_groups = keep
         resp = await self._call("sampler", self.sampler.Edit, req, timeout)

@@ -19,7 +19,7 @@ from services.core.bento import ModelService, Unready, forbid_unknown_fields, po
 from services.core.body_limit import BodyLimit
 from services.core.errors import BadRequest
 from services.core.images import encode_png
-from services.core.proto import pb, rpc
+from services.core.proto import conditions_pb, pb, rpc
 from services.core.runtime import decode_images, grpc_call, http_call, remaining
 from services.sampler.model import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, OMITTED_CONDITION, SamplerModel
 
@@ -41,7 +41,7 @@ def _faces(model: SamplerModel, spec, images: np.ndarray) -> list[tuple[bytes, i
 
 def _face_pb(img: np.ndarray, seed: int, conditions: np.ndarray, names: list[str], raw: bool) -> pb.SampledFace:
     """A face on the wire: raw pixels as they are (no PNG round trip between services), or a PNG."""
-    cond = pb.Conditions(**dict(zip(names, map(float, conditions), strict=True)))
+    cond = conditions_pb(names, conditions)
     if raw:
         return pb.SampledFace(raw=pb.RawImage(pixels=img.tobytes(), height=img.shape[0], width=img.shape[1]),
                               seed=seed, conditions=cond)
