@@ -74,7 +74,7 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
         _, ema = train(gs.images[~gs.held_out], cfg, run, progress=step_progress(bar), prior_sampler=prior_sampler)
     model = ema.shadow.eval().requires_grad_(False)
     if snapshot is not None:
-        path = run.root / "snapshots" / f"step{snapshot:06d}.pt"
+        path = run.snapshot_path(snapshot)
         if not path.exists():
             raise click.ClickException(f"{path} not found (snapshots: every snapshot_every={cfg.snapshot_every} steps)")
         model.load_state_dict(torch.load(path, map_location="cpu"))

@@ -64,6 +64,16 @@ class RunFolder:
             v.load_state_dict(payload[k])
         return int(payload["step"])
 
+    def snapshot_path(self, step: int) -> Path:
+        """Where the EMA weights after `step` steps are kept (snapshots/stepNNNNNN.pt: the quality
+        curve reads them, `--snapshot` exports one)."""
+        return self.root / "snapshots" / f"step{step:06d}.pt"
+
+    def save_snapshot(self, step: int, module: torch.nn.Module) -> None:
+        path = self.snapshot_path(step)
+        path.parent.mkdir(exist_ok=True)
+        torch.save(module.state_dict(), path)
+
     def close(self) -> None:
         self._log.close()
         if self._tb is not None:

@@ -217,8 +217,7 @@ def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progr
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             run.save_state(step + 1, model=model, disc=disc, ema=ema, opt=opt, opt_d=opt_d, sched=sched)
         if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
-            (run.root / "snapshots").mkdir(exist_ok=True)
-            torch.save(ema.shadow.state_dict(), run.root / "snapshots" / f"step{step + 1:06d}.pt")
+            run.save_snapshot(step + 1, ema.shadow)
     return model.cpu(), ema.cpu()
 
 

@@ -197,8 +197,7 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
         ema.update(model)
         lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
         if lead and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
-            (run.root / "snapshots").mkdir(exist_ok=True)
-            torch.save(ema.shadow.state_dict(), run.root / "snapshots" / f"step{step + 1:06d}.pt")
+            run.save_snapshot(step + 1, ema.shadow)
 
     loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress, on_step=on_step,
              extra_state={"ema": ema, "spectral": spectral}, distributed=True)
