@@ -59,6 +59,6 @@ curl -sf -X POST "http://127.0.0.1:$FACEGEN_PIPELINE_HTTP_PORT/generate" -H 'con
   | python -c 'import json, sys; f = json.load(sys.stdin)["faces"][0]; f.pop("png"); print("[facegen]", json.dumps(f))'
 echo "[facegen] done: $out/faces.png, $out/selection.csv; metrics at http://127.0.0.1:$FACEGEN_PIPELINE_HTTP_PORT/metrics"
 if [ "$once" = 0 ]; then
-  echo "[facegen] serving (a service that dies is restarted; \`supervisorctl -c $conf status\`); Ctrl-C stops every service"
+  echo "[facegen] serving: the playground is at http://127.0.0.1:$FACEGEN_PIPELINE_HTTP_PORT/ (a service that dies is restarted; \`supervisorctl -c $conf status\`); Ctrl-C stops every service"
   wait "$supervisor_pid"
 fi

@@ -8,6 +8,14 @@ from training.data.synth_dataset import SynthDatasetConfig, write_synth_dataset
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """A real headless chromium driven by Playwright (skipped, saying why, without one)."""
+    from tests.browser import launch_browser
+
+    yield from launch_browser()
+
+
+@pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small procedural face set in the seed's layout (read-only for tests: copy to modify)."""
     root = tmp_path_factory.mktemp("synth")

@@ -1,5 +1,6 @@
 """GenerationService: the user-facing pipeline over gRPC (facegen.v1.GenerationService:
-Generate, GenerateStream) and HTTP (POST /generate), calling the four model services over gRPC.
+Generate, GenerateStream, Edit) and HTTP (POST /generate, POST /edit, the playground page at /),
+calling the four model services over gRPC.
 
     bentoml serve services.pipeline.service:GenerationService --port 3000   # + gRPC on 50050
 
@@ -33,6 +34,7 @@ from services.core.runtime import grpc_call, http_call, remaining, settings_from
 from services.pipeline.admission import Admission, AdmissionConfig
 from services.pipeline.edit import Edited, edit_face, validate_edit
 from services.pipeline.generate import CONDITIONS, DEFAULT_TEMPERATURE, Face, Pipeline, validate
+from services.pipeline.playground import Playground
 from services.pipeline.upstream import Upstreams
 
 
@@ -299,6 +301,14 @@ class GenerationService:
         return await http_call(self.metrics, "edit", work)
 
 
+def playground_config() -> dict:
+    """What the playground page needs to build valid requests: the API's names and limits."""
+    cfg = INSTANCES["pipeline"].cfg if "pipeline" in INSTANCES else settings_from_env(PipelineConfig, "pipeline")
+    return {"conditions": list(CONDITIONS), "default_temperature": DEFAULT_TEMPERATURE,
+            "max_faces": cfg.max_faces, "max_oversample": cfg.max_oversample}
+
+
 # bodies over the limit are refused (413) before BentoML reads them
 forbid_unknown_fields(GenerationService)
 GenerationService.add_asgi_middleware(BodyLimit, service="pipeline")
+GenerationService.add_asgi_middleware(Playground, config=playground_config)
