@@ -121,8 +121,9 @@ from training.cli_evaluate import evaluate_generator_cmd  # noqa: E402
 from training.cli_filter import filter_cmd, select_cmd  # noqa: E402
 from training.cli_generator import generator_cmd  # noqa: E402
 from training.cli_generator_pixel import generator_pixel_cmd  # noqa: E402
+from training.cli_label_ui import label_ui_cmd  # noqa: E402
 
-for _cmd in (filter_cmd, select_cmd, hand_labels_cmd, attributes_cmd, label_cmd, autoencoder_cmd, generator_cmd,
+for _cmd in (filter_cmd, select_cmd, hand_labels_cmd, label_ui_cmd, attributes_cmd, label_cmd, autoencoder_cmd, generator_cmd,
              decoder_cmd, generator_pixel_cmd, evaluate_generator_cmd, critic_cmd, all_cmd):
     main.add_command(_cmd)
 

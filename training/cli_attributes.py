@@ -15,12 +15,14 @@ from training.cli_filter import _open, step_progress
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--hand-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV file,eyes,mouth,hair_color,background,head (default: <data>/hand_labels.csv)")
+@click.option("--allow-partial", is_flag=True,
+              help="train on the labelled rows of a sheet that still has blank ones (default: refuse)")
 @click.option("--preset", type=click.Choice(["tiny", "default"]), default="default", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config field")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/attributes"), show_default=True)
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="export here, e.g. exports/attributes/1")
-def attributes_cmd(data, hand_labels, preset, overrides, out, export_dir) -> None:
+def attributes_cmd(data, hand_labels, allow_partial, preset, overrides, out, export_dir) -> None:
     """Train the attribute regressor on the hand labels only, evaluate, optionally export."""
     from tqdm import tqdm
 
@@ -32,13 +34,13 @@ def attributes_cmd(data, hand_labels, preset, overrides, out, export_dir) -> Non
     if hand_labels is None and not (data / "hand_labels.csv").exists():
         raise click.ClickException(
             f"{data / 'hand_labels.csv'} not found: the attribute model trains on hand labels only. "
-            f"`facegen-train hand-labels --data {data}` lists the images to label (the first 1000 female "
-            "by file name) with what the dataset already knows filled in; fill the blanks and save it "
-            "as hand_labels.csv, or pass --hand-labels FILE")
+            f"`facegen-train label-ui --data {data}` opens a labelling page for the images to label (the "
+            "first 1000 female by file name) and saves hand_labels.csv as you go; `facegen-train "
+            f"hand-labels --data {data}` writes the same sheet as a CSV to fill in; or pass --hand-labels FILE")
     try:
         cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
+        hand = _hand_labels(hand_labels or data / "hand_labels.csv", data, allow_partial)
         run = RunFolder(out, cfg)
-        hand = read_conditions_csv(hand_labels or data / "hand_labels.csv")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     ds = _open(data)
@@ -72,6 +74,24 @@ def attributes_cmd(data, hand_labels, preset, overrides, out, export_dir) -> Non
                 "config": config_io.to_dict(cfg), "metrics": result}
         card = export_model(model, export_spec(cfg, version=export_dir.name), export_dir, card)
         click.echo(f"exported to {export_dir} ({card['onnx_bytes'] / 1e6:.2f} MB)")
+
+
+def _hand_labels(path: Path, data: Path, allow_partial: bool) -> dict[str, dict[str, float]]:
+    """The labelled rows of a hand-labelling sheet; a sheet with blank rows is refused unless
+    `allow_partial`, and one with none labelled always."""
+    from training.data.labels import complete, read_hand_labels
+
+    rows = read_hand_labels(path)
+    hand = complete(rows)
+    if len(hand) < len(rows):
+        todo = f"{path}: {len(hand)} of {len(rows)} images labelled, {len(rows) - len(hand)} still blank"
+        if not hand:
+            raise ValueError(f"{todo}: nothing to train on; label them with `facegen-train label-ui --data {data}`")
+        if not allow_partial:
+            raise ValueError(f"{todo}; finish them (`facegen-train label-ui --data {data}`) or pass "
+                             f"--allow-partial to train on the {len(hand)} labelled")
+        click.echo(f"warning: {todo}; training on the {len(hand)} labelled (--allow-partial)", err=True)
+    return hand
 
 
 @click.command("label")

@@ -21,6 +21,21 @@ def read_conditions_csv(path: Path | str) -> dict[str, dict[str, float]]:
     Extra columns (e.g. ground-truth `female` in labels.csv) are allowed and ignored. Every
     value must be a finite number in [0, 1]; files must be unique.
     """
+    return _read(path, blanks=False)
+
+
+def read_hand_labels(path: Path | str) -> dict[str, dict[str, float | None]]:
+    """A hand-labelling sheet: as read_conditions_csv, but a blank value (None) is one still to
+    fill in. A row is labelled when all five are filled (`complete`)."""
+    return _read(path, blanks=True)
+
+
+def complete(rows: Mapping[str, Mapping[str, float | None]]) -> dict[str, dict[str, float]]:
+    """The rows of a sheet with all five conditions filled in."""
+    return {f: dict(v) for f, v in rows.items() if all(v.get(c) is not None for c in CONDITIONS)}
+
+
+def _read(path: Path | str, blanks: bool):
     path = Path(path)
     if not path.is_file():
         raise LabelFileError(f"{path}: label file not found")
@@ -40,6 +55,9 @@ def read_conditions_csv(path: Path | str) -> dict[str, dict[str, float]]:
             values = {}
             for c in CONDITIONS:
                 raw = row[c]
+                if blanks and (raw or "").strip() == "":
+                    values[c] = None
+                    continue
                 try:
                     v = float(raw)
                 except (TypeError, ValueError):
@@ -52,9 +70,9 @@ def read_conditions_csv(path: Path | str) -> dict[str, dict[str, float]]:
 
 
 def write_conditions_csv(
-    path: Path | str, rows: Mapping[str, Mapping[str, float]], extra: Iterable[str] = ()
+    path: Path | str, rows: Mapping[str, Mapping[str, float | None]], extra: Iterable[str] = ()
 ) -> None:
-    """Write {file: {condition (and extra column): value}} sorted by file, 6 decimals."""
+    """Write {file: {condition (and extra column): value}} sorted by file, 6 decimals (None: blank)."""
     extra = tuple(extra)
     with Path(path).open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -64,8 +82,8 @@ def write_conditions_csv(
             w.writerow([name, *(_fmt(r[c]) for c in CONDITIONS), *(_fmt(r[c]) for c in extra)])
 
 
-def _fmt(v: float | int | str) -> str:
-    return f"{v:.6f}" if isinstance(v, float) else str(v)
+def _fmt(v: float | int | str | None) -> str:
+    return "" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v)
 
 
 def first_n_female(female_files: Iterable[str], n: int) -> list[str]:
