@@ -152,3 +152,25 @@ def test_attributes_refuses_a_partly_labelled_sheet_unless_asked(dataset, tmp_pa
     res = CliRunner().invoke(main, [*args, "--allow-partial", "--set", "steps=2", "--set", "eval_every=1"])
     assert res.exit_code == 0, res.output
     assert "training on the 3 labelled" in res.output
+
+
+def test_celeba_sheet_suggests_the_dataset_labels_then_the_model(tmp_path, synth_root):
+    """On CelebA the sheet starts from its coarse eyes, mouth and hair colour, and from the shipped
+    attribute model for background and head; only a confirmation writes a row."""
+    from tests.test_layouts import _celeba
+    from training.data.dataset import open_dataset
+    from training.labelling.sheet import Sheet, model_suggestions
+
+    _celeba(tmp_path, synth_root)  # one female image (Male = -1) among six
+    ds = open_dataset(tmp_path)
+    sheet = Sheet(ds, 5, model_suggestions(REPO / "exports" / "attributes" / "1"))
+    assert [it.record.file for it in sheet.items] == [r.file for r in ds.records if r.female]
+    for it in sheet.items:
+        assert it.sources == {"eyes": "dataset", "mouth": "dataset", "hair_color": "dataset",
+                              "background": "model", "head": "model"}
+        for c in ("eyes", "mouth", "hair_color"):
+            assert it.suggested[c] == it.record.conditions[c]
+        assert all(0.0 <= v <= 1.0 for v in it.suggested.values())
+    assert not (tmp_path / "hand_labels.csv").exists()  # suggestions are not labels
+    sheet.save(0, {c: 0.25 for c in CONDITIONS})
+    assert complete(read_hand_labels(tmp_path / "hand_labels.csv")) == {sheet.items[0].record.file: {c: 0.25 for c in CONDITIONS}}
