@@ -90,3 +90,52 @@ def test_a_lone_session_that_answers_otherwise_is_dropped_at_its_first_batch():
     out = model._run_alone(faces)
     assert model.lone_session is None and model.lone_threads == model._lane_threads
     assert all(np.array_equal(out[k], lane[k]) for k in lane)
+
+
+@pytest.mark.parametrize("name", ["refiner", "sampler"])
+def test_a_session_that_skipped_its_shrink_settles_it_once_idle(monkeypatch, name):
+    """Batches inside the shrink rate limit leave their session owing a shrink; once the model is
+    idle for the limit, each owing session runs its smallest input with the shrinking options."""
+    from services.core import runtime
+
+    monkeypatch.setattr(runtime, "SHRINK_EVERY_S", 0.3)
+    model = (SamplerModel if name == "sampler" else ImageModel)(name, ServingConfig(lone_threads=2, **CPU))
+    if name == "sampler":
+        x = model.rows(model.validate([[0.2, 0.8, 0.5, 0.5, 0.4]], 3, 0.8, 7))
+    else:
+        x = np.random.default_rng(0).integers(0, 256, (3, model.height, model.width, 3), np.uint8)
+    shrinking = []
+    real_run = runtime.BatchedModel.run_options
+
+    def spy(self, session):
+        opts = real_run(self, session)
+        shrinking.append(opts is not None)
+        return opts
+
+    monkeypatch.setattr(runtime.BatchedModel, "run_options", spy)
+    for session in (model.session, model.session, model.lone_session, model.lone_session):
+        model._run(x, session)
+    assert shrinking == [True, False, True, False]  # one shrink per session per interval
+    assert set(model._owed) == {id(model.session), id(model.lone_session)}
+    deadline = time.monotonic() + 5
+    while model._owed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not model._owed and model._settle_timer is None
+    assert all(time.monotonic() - model._shrunk_at[id(s)] < 2 for s in (model.session, model.lone_session))
+
+
+def test_without_the_arena_batches_never_shrink_but_the_model_still_settles(monkeypatch):
+    from services.core import runtime
+
+    monkeypatch.setattr(runtime, "SHRINK_EVERY_S", 0.2)
+    trimmed = []
+    monkeypatch.setattr(runtime, "release_free_heap", lambda: trimmed.append(1))
+    model = ImageModel("critic", ServingConfig(cpu_arena=0, **CPU))
+    x = np.zeros((2, model.height, model.width, 3), np.uint8)
+    assert model.run_options(model.session) is None and model._settle_timer is not None
+    model._run(x, model.session)
+    assert not model._owed  # no arena: nothing to shrink
+    deadline = time.monotonic() + 5
+    while not trimmed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert trimmed and model._settle_timer is None

@@ -117,6 +117,11 @@ class MicroBatcher:
     def queued(self) -> int:
         return self._queued
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running."""
+        return self._queued == 0 and self._busy == 0
+
     async def submit(self, x: np.ndarray, deadline: float | None = None) -> dict[str, np.ndarray]:
         """Run `x` (a batch of n inputs) through the model; returns the n rows of every output."""
         n = len(x)

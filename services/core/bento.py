@@ -43,6 +43,7 @@ class ModelService:
     model_name: ClassVar[str]
     grpc_services: ClassVar[list[str]]
     default_grpc_port: ClassVar[int]
+    serving_defaults: ClassVar[dict] = {}  # ServingConfig defaults of this service (its env still wins)
     # why the model could not be loaded (a missing export, a file that fails its sha256 check):
     # the service then stays up and says so (/readyz 503 with this, /livez 200) instead of its
     # worker dying at start-up and being restarted for ever
@@ -62,7 +63,7 @@ class ModelService:
 
     def init_model(self, register: Callable[[grpc.aio.Server], None], model_type=ImageModel) -> None:
         with self.loading():
-            self.cfg = ServingConfig.from_env(self.model_name, grpc_port=self.default_grpc_port)
+            self.cfg = ServingConfig.from_env(self.model_name, grpc_port=self.default_grpc_port, **self.serving_defaults)
             self.model = model_type(self.model_name, self.cfg)
             if self.load_error is None:  # an unready service does not take gRPC calls it cannot answer
                 self.grpc = GrpcServer(self.cfg.grpc_port, self.grpc_services, register, host=self.cfg.grpc_host)

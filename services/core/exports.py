@@ -79,7 +79,8 @@ def read_export(path: Path | str, verify: bool = True) -> Export:
 
 
 def create_session(
-    export: Export, device: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 1, spin: bool = False
+    export: Export, device: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 1, spin: bool = False,
+    cpu_arena: bool = True,
 ):
     """An ORT InferenceSession on CUDA when asked for ("cuda") or available ("auto"), else CPU.
 
@@ -100,6 +101,7 @@ def create_session(
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = inter_op_threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_cpu_mem_arena = cpu_arena
     if not spin:
         # idle intra-op threads otherwise spin on the cores the gRPC/HTTP event loop needs
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -120,6 +122,16 @@ def shrinking_run_options():
     opts = ort.RunOptions()
     opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return opts
+
+
+_NUMPY_TYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16,
+                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+def smallest_feeds(session) -> dict[str, np.ndarray]:
+    """Zeros for every input of `session`, each dynamic dimension 1: the cheapest run it takes."""
+    return {i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], _NUMPY_TYPES[i.type])
+            for i in session.get_inputs()}
 
 
 def load_session(path: Path | str, device: str = "auto", **threads):

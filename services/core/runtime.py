@@ -8,8 +8,11 @@ one variable can tune every service and another can single one out.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +27,7 @@ import numpy as np
 from services.core import images as imgs
 from services.core.batcher import MicroBatcher
 from services.core.errors import classify, http_response
-from services.core.exports import Export, create_session, read_export, shrinking_run_options
+from services.core.exports import Export, create_session, read_export, shrinking_run_options, smallest_feeds
 from services.core.metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +50,9 @@ class ServingConfig:
     lanes: int = 0
     intra_op_threads: int = 0
     ort_spin: int = 0  # 1 lets idle ORT threads spin (lower latency when the cores are otherwise idle)
+    # ONNX Runtime's CPU memory arena: 1 = on (a large graph runs its big batches faster with it),
+    # 0 = plain malloc, handed back when the model settles (small graphs lose no speed without it)
+    cpu_arena: int = 1
     # threads of the session that runs a batch alone (every other lane idle, nothing waiting), on a
     # CPU: 0 = auto (the lanes' threads together, kept only where the first lone batches ran faster
     # with them), 1 = off, N = N threads without measuring
@@ -87,6 +93,29 @@ def settings_from_env(cls: type, service: str, **defaults):
     return cls(**values)
 
 
+def release_free_heap() -> None:
+    """glibc's malloc_trim(0): the free memory of every malloc arena back to the system (a no-op
+    elsewhere)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
+def _daemon_timer(seconds: float, fn) -> threading.Timer:
+    timer = threading.Timer(seconds, fn)
+    timer.daemon = True  # never holds a stopping service up
+    timer.start()
+    return timer
+
+
 def cpu_lanes_and_threads(lanes: int, threads: int) -> tuple[int, int]:
     """Resolve the auto (0) settings against the cores this process may use: one single-thread
     lane per core up to 4 lanes, the remaining cores shared out as intra-op threads."""
@@ -103,14 +132,19 @@ class BatchedModel:
         self.name, self.cfg = name, cfg
         self.export: Export = read_export(cfg.export or REPO / "exports" / (export_name or name) / "1")
         cpu_lanes, threads = cpu_lanes_and_threads(cfg.lanes, cfg.intra_op_threads)
-        self.session, self.provider = create_session(self.export, cfg.device, threads, spin=bool(cfg.ort_spin))
+        self.session, self.provider = create_session(self.export, cfg.device, threads, spin=bool(cfg.ort_spin),
+                                                     cpu_arena=bool(cfg.cpu_arena))
         # a GPU runs one batch at a time anyway; parallel lanes would only split its batches
         self.lanes = cfg.lanes or (1 if self.provider == "CUDAExecutionProvider" else cpu_lanes)
         self.metrics = ServiceMetrics(name)
         self.metrics.model_loaded(name, str(self.export.signature.get("version")), self.provider)
         self._lane_threads = threads
-        self._shrink = shrinking_run_options() if self.provider == "CPUExecutionProvider" else None
-        self._shrunk_at = 0.0
+        self._on_cpu = self.provider == "CPUExecutionProvider"
+        self._shrink = shrinking_run_options() if self._on_cpu and cfg.cpu_arena else None
+        self._shrunk_at: dict[int, float] = {}  # id(session) → when its arena was last shrunk
+        self._owed: dict[int, Any] = {}  # sessions that ran a batch since they last shrank
+        self._owed_lock = threading.Lock()
+        self._settle_timer: threading.Timer | None = None
         self._wide_threads = cfg.lone_threads or self.lanes * threads
         # while auto measures: batch size → session → run times
         self._trial: dict[int, dict[str, list[float]]] | None = None
@@ -125,18 +159,45 @@ class BatchedModel:
         """Run one batch of packed rows through `session` (the lanes' or the lone one)."""
         raise NotImplementedError
 
-    def run_options(self):
-        """For a batch about to run: shrink the session's memory arena at its end when nothing else
-        is waiting (the load is over, or was one request), so a burst's peak is not kept for ever —
-        at most once per SHRINK_EVERY_S: a burst of a few batches finds the queue empty at every
-        batch, and shrinking each of them cost it a fifth of its throughput."""
-        if self._shrink is None or self.batcher.queued:
+    def run_options(self, session):
+        """For a batch about to run on `session` (on a CPU): shrink its memory arena at the end
+        when nothing else is waiting (the load is over, or was one request), so a burst's peak is
+        not kept for ever — at most once per SHRINK_EVERY_S per session: a burst of a few batches
+        finds the queue empty at every batch, and shrinking each of them cost it a fifth of its
+        throughput. A batch that does not shrink leaves its session owing one, and every batch
+        schedules the model's settling once it has been idle for SHRINK_EVERY_S (`_settle`):
+        without it, a burst's last batches, inside the rate limit, kept their peak."""
+        if not self._on_cpu:
             return None
-        now = time.monotonic()
-        if now - self._shrunk_at < SHRINK_EVERY_S:
-            return None
-        self._shrunk_at = now
-        return self._shrink
+        key, now = id(session), time.monotonic()
+        shrink = (self._shrink is not None and not self.batcher.queued
+                  and now - self._shrunk_at.get(key, 0.0) >= SHRINK_EVERY_S)
+        with self._owed_lock:
+            if shrink:
+                self._shrunk_at[key] = now
+                self._owed.pop(key, None)
+            elif self._shrink is not None:
+                self._owed[key] = session
+            if self._settle_timer is None:
+                self._settle_timer = _daemon_timer(SHRINK_EVERY_S, self._settle)
+        return self._shrink if shrink else None
+
+    def _settle(self) -> None:
+        """Once the model is idle: shrink the arenas that owe it (the smallest run each), and hand
+        the C heap's free memory back (glibc keeps what a burst freed, in every thread's arena)."""
+        with self._owed_lock:
+            self._settle_timer = None
+            if not self.batcher.idle:
+                self._settle_timer = _daemon_timer(SHRINK_EVERY_S, self._settle)
+                return
+            owed, self._owed = list(self._owed.items()), {}
+        for key, session in owed:
+            try:
+                session.run(None, smallest_feeds(session), self._shrink)
+                self._shrunk_at[key] = time.monotonic()
+            except Exception:  # noqa: BLE001 - memory housekeeping must never hurt serving
+                log.warning("%s: could not shrink a session's arena", self.name, exc_info=True)
+        release_free_heap()
 
     def _lone_session(self):
         """The session for a batch that runs alone, or None where there is nothing to gain (a GPU,
@@ -144,7 +205,8 @@ class BatchedModel:
         if self.provider != "CPUExecutionProvider" or self._wide_threads <= self._lane_threads:
             return None
         self._trial = None if self.cfg.lone_threads else {}
-        return create_session(self.export, "cpu", self._wide_threads, spin=bool(self.cfg.ort_spin))[0]
+        return create_session(self.export, "cpu", self._wide_threads, spin=bool(self.cfg.ort_spin),
+                              cpu_arena=bool(self.cfg.cpu_arena))[0]
 
     @property
     def lone_threads(self) -> int | None:
@@ -207,7 +269,7 @@ class ImageModel(BatchedModel):
         self.output_names = [o["name"] for o in self.export.signature["outputs"]]
 
     def _run(self, x: np.ndarray, session) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, session.run(self.output_names, {self.input_name: x}, self.run_options()),
+        return dict(zip(self.output_names, session.run(self.output_names, {self.input_name: x}, self.run_options(session)),
                         strict=True))
 
     async def decode(self, items: list, kind: str = "proto") -> list[np.ndarray]:

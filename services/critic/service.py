@@ -91,12 +91,15 @@ class CriticService(ModelService):
     grpc_services = ["facegen.v1.CriticService"]
     default_grpc_port = 50054
     check_ports = port_check("critic", 50054)
+    # two small graphs, four sessions: ONNX Runtime's arena kept 2.5 × the service's resting memory
+    # after a burst and made neither faster (tests/perf/service_memory.py, README)
+    serving_defaults = {"cpu_arena": 0}
 
     def __init__(self) -> None:
         # the refiner first: init_model registers the servicer, which needs both models
         self.refiner = None
         with self.loading():
-            self.refiner = ImageModel("refiner", ServingConfig.from_env("refiner"))
+            self.refiner = ImageModel("refiner", ServingConfig.from_env("refiner", **self.serving_defaults))
         self.init_model(lambda server: rpc.add_CriticServiceServicer_to_server(CriticServicer(self), server))
 
     @bentoml.on_shutdown

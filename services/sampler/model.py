@@ -170,7 +170,7 @@ class SamplerModel(BatchedModel):
             for g, (shape, size) in enumerate(zip(self.shapes, self.sizes, strict=True)):
                 feeds[f"noise_{g}"] = np.ascontiguousarray(packed[rows, start : start + size]).reshape(len(rows), *shape)
                 start += size
-            out[rows] = session.run(["images"], feeds, self.run_options())[0]
+            out[rows] = session.run(["images"], feeds, self.run_options(session))[0]
         return {"images": out}
 
     async def sample(self, spec: SampleSpec, timeout_s: float | None = None) -> np.ndarray:
