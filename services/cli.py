@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from services.shared.conditions import CONDITIONS
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -171,7 +173,7 @@ def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload:
         return body["summary"], body["selection_csv"]
 
 
-CONDITION_OPTIONS = ("eyes", "mouth", "hair_color", "background", "head")
+CONDITION_OPTIONS = CONDITIONS  # one option each, in the shared order
 
 
 def _condition(value: str | None, name: str):

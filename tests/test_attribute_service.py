@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from services.core.exports import load_session, run_images
-from services.core.images import decode, fit
 from services.core.proto import pb, rpc
+from services.shared.images import decode, fit
 from tests import servers
 
 EXPORT = servers.REPO / "exports" / "attributes" / "1"

@@ -41,7 +41,7 @@ def test_synth_workers_do_not_change_the_set(tmp_path):
 
 
 def test_synth_colours_writes_small_palette_pngs_the_loaders_read(tmp_path):
-    from training.data.images import load_rgb
+    from services.shared.images import read as load_rgb
 
     runner = CliRunner()
     for name, colours in (("full", "0"), ("pal", "16")):
@@ -89,10 +89,10 @@ def test_hand_labels_sheet_for_a_celeba_set(tmp_path, synth_root):
     rows = list(csv.DictReader((data / "hand_labels_todo.csv").open()))
     assert [r["file"] for r in rows] == [f"img_align_celeba/{names[0]}"]
     assert rows[0]["mouth"] and rows[0]["eyes"] and rows[0]["background"] == rows[0]["head"] == ""
-    # the unfilled sheet is refused with its line; a filled one trains
+    # the unfilled sheet is refused, saying how much is labelled; a filled one trains
     res = runner.invoke(main, ["attributes", "--data", str(data), "--hand-labels", str(data / "hand_labels_todo.csv"),
                                "--preset", "tiny", "--out", str(tmp_path / "run")])
-    assert res.exit_code == 1 and "hand_labels_todo.csv:2" in res.output, res.output
+    assert res.exit_code == 1 and "0 of 1 images labelled" in res.output and "label-ui" in res.output, res.output
     (data / "hand_labels.csv").write_text("file,eyes,mouth,hair_color,background,head\nmine,0,0,0,0,0\n")
     res = runner.invoke(main, ["hand-labels", "--data", str(data), "--out", str(data / "hand_labels.csv")])
     assert res.exit_code == 1 and "exists" in res.output and "mine" in (data / "hand_labels.csv").read_text()

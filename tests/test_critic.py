@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from services.shared.conditions import CONDITIONS
 from training import config as config_io
-from training.data.conditions import CONDITIONS
 from training.data.dataset import open_dataset
 from training.data.labels import read_conditions_csv
 from training.data.loader import load_images

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from services.core.exports import load_session
-from services.core.images import decode, fit
 from services.core.proto import pb, rpc
+from services.shared.images import decode, fit
 from tests import servers
 
 EXPORTS = servers.REPO / "exports"

@@ -24,8 +24,8 @@ from PIL import Image
 
 from services.core.exports import load_session, run_images
 from services.core.grpc_server import port_is_free
-from services.core.images import decode, fit
 from services.core.proto import pb, rpc
+from services.shared.images import decode, fit
 from tests import servers
 
 EXPORT = servers.REPO / "exports" / "filter" / "1"

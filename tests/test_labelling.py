@@ -12,9 +12,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from services.shared.conditions import CONDITIONS
 from tests.browser import screenshot
 from tests.servers import REPO, free_port
-from training.data.conditions import CONDITIONS
 from training.data.labels import complete, read_hand_labels
 
 N = 5

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.shared.images import InvalidImage as UnreadableImage
+from services.shared.images import read as load_rgb
 from training.data.dataset import DatasetError, open_dataset
-from training.data.images import UnreadableImage, load_rgb
 from training.data.labels import LabelFileError, first_n_female, read_conditions_csv
 
 
@@ -103,7 +104,7 @@ def test_bad_files_are_reported_by_path_and_skipped(tmp_path):
 def test_load_rgb_refuses_decompression_bombs(tmp_path):
     p = tmp_path / "bomb.png"
     Image.new("L", (8000, 6000)).save(p)
-    with pytest.raises(UnreadableImage, match="exceeds"):
+    with pytest.raises(UnreadableImage, match="limits are"):
         load_rgb(p)
 
 

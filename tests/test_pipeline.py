@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
-from services.core.images import decode
 from services.core.proto import pb, rpc
+from services.shared.images import decode
 from tests import servers
 
 GENERATOR_CARD = servers.REPO / "exports" / "generator" / "1" / "card.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -136,7 +136,7 @@ def hand_labels_cmd(data, n, out) -> None:
     """Write the hand-labelling sheet: the first N female images by file name, one row each, with
     the conditions the dataset already knows (CelebA's coarse eyes, mouth and hair colour) filled
     in and the rest blank. Fill the blanks with values in [0, 1] and save it as hand_labels.csv."""
-    from training.data.conditions import CONDITIONS
+    from services.shared.conditions import CONDITIONS
     from training.data.labels import first_n_female, write_conditions_csv
 
     ds = _open(data)

@@ -19,7 +19,7 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
     import numpy as np
     from tqdm import tqdm
 
-    from training.data.conditions import CONDITIONS
+    from services.shared.conditions import CONDITIONS
     from training.data.labels import read_conditions_csv
     from training.data.loader import load_images, split_of
     from training.data.preprocess import Preprocess

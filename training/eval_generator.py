@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from services.shared.conditions import CONDITIONS
 from training import losses
-from training.data.conditions import CONDITIONS
 from training.models.generator import AttributeGenerator
 
 

@@ -1,10 +1,8 @@
 """Faces from an exported generator, under ONNX Runtime: the samples the critic learns to tell
 apart from real images are the very ones the sampler service serves.
 
-Face i with seed s draws the noise of every latent group, in the order of signature.json's
-`latent_groups`, from one `numpy.random.default_rng(s)` — the sampler service's contract
-(services/sampler/model.py; this side drew each group from a fresh generator, so training-side
-faces differed from served ones for the same seed).
+A seed becomes a face by the rule the sampler service follows (services/shared/sampling.py), so
+training-side faces are the served ones for the same seed.
 """
 
 from __future__ import annotations
@@ -13,12 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from services.shared.sampling import noise_for
 from training.export import open_export
-
-
-def noise_for(seed: int, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
 
 
 class OnnxGenerator:

@@ -21,8 +21,8 @@ def load_generator_set(data: Path, conditions_csv: Path | None, image_size: int,
     """Raises click.ClickException with what to do when the set is missing or empty."""
     from tqdm import tqdm
 
+    from services.shared.conditions import CONDITIONS
     from training.cli_filter import _open
-    from training.data.conditions import CONDITIONS
     from training.data.labels import read_conditions_csv
     from training.data.loader import load_images, split_of
     from training.data.preprocess import Preprocess

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 from training.data.dataset import Dataset
 from training.data.labels import write_conditions_csv
 from training.data.loader import load_images

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from services.shared.conditions import CONDITIONS
 from training import loop
-from training.data.conditions import CONDITIONS
 from training.data.dataset import Dataset
 from training.data.loader import load_images, split_of
 from training.data.preprocess import Preprocess
@@ -165,7 +165,7 @@ def load_trained(run_dir: Path) -> tuple[AttributeNet, AttributeTrainConfig]:
 
 def export_spec(cfg: AttributeTrainConfig, version: str = "1"):
     """uint8 RGB NHWC images in, conditions [N, 5] in [0, 1] out (order in the signature)."""
-    from training.data.conditions import MEANING
+    from services.shared.conditions import MEANING
     from training.export import TensorSpec, image_model_spec
 
     return image_model_spec(

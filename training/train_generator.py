@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from services.shared.conditions import CONDITIONS
 from training import loop, losses
-from training.data.conditions import CONDITIONS
 from training.models.generator import GENERATOR_PRESETS, AttributeGenerator, GeneratorConfig
 from training.run_state import RunFolder
 
@@ -308,7 +308,7 @@ def export_spec(model, version: str = "1", image_size: int | None = None, sampli
     in, uint8 RGB NHWC images out — the same inputs give the same faces on every runtime.
     `model` is any sampler with `group_shapes` (the single-stage model, or the two-stage one
     with its `image_size` given)."""
-    from training.data.conditions import CONDITIONS
+    from services.shared.conditions import CONDITIONS
     from training.export import ExportSpec, TensorSpec
 
     shapes = model.group_shapes

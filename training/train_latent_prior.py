@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from services.shared.conditions import CONDITIONS
 from training import loop, losses
-from training.data.conditions import CONDITIONS
 from training.models.autoencoder import Autoencoder
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
 from training.run_state import RunFolder

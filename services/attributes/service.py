@@ -14,11 +14,11 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from services.core import images as imgs
 from services.core.bento import ModelService, Unready, body_route, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, grpc_call, http_call, remaining
+from services.shared import images as imgs
 
 
 async def measure(model: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> list[dict[str, float]]:

@@ -28,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from services.core import images
 from services.core.errors import BadRequest
 from services.core.grpc_server import GrpcServer, PortInUse, port_is_free
 from services.core.runtime import ImageModel, ServingConfig, http_call
+from services.shared import images
 
 log = logging.getLogger("facegen.service")
 

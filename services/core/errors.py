@@ -12,7 +12,7 @@ import logging
 import grpc
 
 from services.core.batcher import DeadlineExceeded, QueueFull
-from services.core.images import InvalidImage
+from services.shared.images import InvalidImage
 
 log = logging.getLogger("facegen.errors")
 

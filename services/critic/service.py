@@ -17,11 +17,11 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from services.core import images as imgs
 from services.core.bento import ModelService, Unready, body_route, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, ServingConfig, grpc_call, http_call, remaining
+from services.shared import images as imgs
 
 
 def _realness(out: dict[str, np.ndarray]) -> list[dict]:

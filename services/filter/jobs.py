@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.core import images as imgs
 from services.core.errors import BadRequest, Forbidden
+from services.shared import images as imgs
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CHUNK = 64

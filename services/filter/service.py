@@ -20,7 +20,6 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from services.core import images as imgs
 from services.core.bento import ModelService, Unready, body_route, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit, limit_from_env
 from services.core.errors import BadRequest, Conflict, NotFound
@@ -37,6 +36,7 @@ from services.filter.jobs import (
     job_id_for,
     resolve_dataset,
 )
+from services.shared import images as imgs
 
 
 class FilterCore:

@@ -17,8 +17,9 @@ import numpy as np
 
 from services.core import metrics
 from services.core.errors import BadRequest
-from services.pipeline.generate import CONDITIONS, Pipeline
+from services.pipeline.generate import Pipeline
 from services.pipeline.upstream import Realness
+from services.shared.conditions import CONDITIONS
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from services.core import metrics
 from services.core.errors import BadRequest, UpstreamUnavailable
 from services.pipeline.admission import Admission
 from services.pipeline.upstream import Realness, Upstreams
+from services.shared.conditions import CONDITIONS
+from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
-CONDITIONS = ("eyes", "mouth", "hair_color", "background", "head")  # the generator's signature order
-DEFAULT_TEMPERATURE = 0.8
 SELECTION_WEIGHT = 4.0  # a condition error of 0.05 costs as much as 0.2 realness
 Encode = Callable[[list[np.ndarray]], Awaitable[list[bytes]]]  # final images → what the caller receives
 
@@ -53,8 +53,8 @@ def validate(requested: dict, count: int, temperature: float | None, seed: int, 
     if not 1 <= oversample <= max_oversample:
         raise BadRequest(f"oversample must be in [1, {max_oversample}], got {oversample}")
     temperature = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
-    if not (math.isfinite(temperature) and 0.0 <= temperature <= 2.0):
-        raise BadRequest(f"temperature must be in [0, 2], got {temperature}")
+    if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
+        raise BadRequest(f"temperature must be in [0, {MAX_TEMPERATURE:g}], got {temperature}")
     if not 0 <= seed < 2**63:
         raise BadRequest("seed must be in [0, 2^63)")
     unknown = set(requested) - set(CONDITIONS)

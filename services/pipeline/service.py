@@ -23,7 +23,6 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
-from services.core import images as imgs
 from services.core.bento import INSTANCES, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.errors import BadRequest
@@ -33,9 +32,12 @@ from services.core.proto import pb, rpc
 from services.core.runtime import grpc_call, http_call, remaining, settings_from_env
 from services.pipeline.admission import Admission, AdmissionConfig
 from services.pipeline.edit import Edited, edit_face, validate_edit
-from services.pipeline.generate import CONDITIONS, DEFAULT_TEMPERATURE, Face, Pipeline, validate
+from services.pipeline.generate import Face, Pipeline, validate
 from services.pipeline.playground import Playground
 from services.pipeline.upstream import Upstreams
+from services.shared import images as imgs
+from services.shared.conditions import CONDITIONS
+from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ class GenerationService:
         self,
         conditions: ConditionsIn | None = None,
         count: Annotated[int, Field(ge=0, le=1024, strict=True)] = 1,
-        temperature: Annotated[float, Field(ge=0.0, le=2.0)] = DEFAULT_TEMPERATURE,
+        temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE,
         seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0,
         retouch: bool = True,
         oversample: Annotated[int, Field(ge=0, le=64, strict=True)] = 1,

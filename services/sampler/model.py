@@ -20,14 +20,10 @@ import numpy as np
 from services.core.errors import BadRequest, Unavailable
 from services.core.exports import create_session, read_export
 from services.core.runtime import BatchedModel, ServingConfig
+from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, noise_for
 
 log = logging.getLogger("facegen.sampler")
 
-DEFAULT_TEMPERATURE = 0.8
-# a condition a request leaves out: the middle of its range, on both transports (proto3 would
-# otherwise read 0.0, i.e. "head turned left")
-OMITTED_CONDITION = 0.5
-MAX_TEMPERATURE = 2.0
 
 
 # an edit redraws the kept groups with the face's own latents at temperature 1 (they are the
@@ -49,11 +45,6 @@ class EditSpec:
     target: np.ndarray  # float32 [n, 5]
     keep: int  # latent groups, coarsest first, that keep the face's own latents
     seed: int
-
-
-def noise_for(seed: int, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
 
 
 class SamplerModel(BatchedModel):

@@ -18,20 +18,22 @@ from pydantic import BaseModel, Field
 from services.core.bento import ModelService, Unready, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit
 from services.core.errors import BadRequest
-from services.core.images import encode_png
 from services.core.proto import conditions_pb, pb, rpc
 from services.core.runtime import decode_images, grpc_call, http_call, remaining
-from services.sampler.model import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, OMITTED_CONDITION, SamplerModel
+from services.sampler.model import SamplerModel
+from services.shared.conditions import OMITTED
+from services.shared.images import encode_png
+from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ConditionsIn(BaseModel):
-    eyes: Unit = OMITTED_CONDITION
-    mouth: Unit = OMITTED_CONDITION
-    hair_color: Unit = OMITTED_CONDITION
-    background: Unit = OMITTED_CONDITION
-    head: Unit = OMITTED_CONDITION
+    eyes: Unit = OMITTED
+    mouth: Unit = OMITTED
+    hair_color: Unit = OMITTED
+    background: Unit = OMITTED
+    head: Unit = OMITTED
 
 
 def _faces(model: SamplerModel, spec, images: np.ndarray) -> list[tuple[bytes, int, dict[str, float]]]:
@@ -55,7 +57,7 @@ class SamplerServicer(rpc.SamplerServiceServicer):
     async def Sample(self, request, context):
         async with grpc_call(self.model.metrics, "Sample", context):
             names = self.model.conditions
-            conds = [[getattr(c, n) if c.HasField(n) else OMITTED_CONDITION for n in names] for c in request.conditions]
+            conds = [[getattr(c, n) if c.HasField(n) else OMITTED for n in names] for c in request.conditions]
             temperature = request.temperature if request.HasField("temperature") else None
             spec = self.model.validate(conds, request.count, temperature, request.seed)
             images = await self.model.sample(spec, remaining(context))

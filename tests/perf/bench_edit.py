@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 from training.export import open_export
 from training.quality.benchmark import load_real
 from training.quality.feature_net import features, load_feature_net

@@ -158,8 +158,8 @@ def drive(service: str, kind: str, server: servers.Server, concurrency: int, sec
 def bench_dataset(server: servers.Server, n: int, root: Path) -> None:
     import grpc
 
-    from services.core.images import decode, fit
     from services.core.proto import pb, rpc
+    from services.shared.images import decode, fit
 
     data = root / "bench"
     subprocess.run([sys.executable, "-m", "training.cli", "synth", "--out", str(data), "--n", str(n)], check=True,

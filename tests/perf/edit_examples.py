@@ -20,11 +20,10 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from services.core.images import fit
 from services.core.proto import pb, rpc
+from services.shared.conditions import CONDITIONS
+from services.shared.images import fit
 from tests import servers
-
-CONDITIONS = ("eyes", "mouth", "hair_color", "background", "head")
 
 
 def astronaut_face() -> np.ndarray:

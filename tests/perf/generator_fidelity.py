@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 from training.generated import OnnxGenerator
 from training.select import OnnxImageModel
 

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from services.core.exports import load_session, run_images
+from services.shared.conditions import CONDITIONS
 from training.calibration import ece, roc_auc
-from training.data.conditions import CONDITIONS
 from training.data.dataset import open_dataset
 from training.train_filter import TRAIN_PRESETS, load_splits
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from services.shared.sampling import noise_for
 from training import config as config_io
 from training.cli_generator import load_autoencoder
-from training.generated import noise_for
 from training.models.latent_prior import LatentPrior, TwoStageSampler
 from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
 from training.train_generator import readjust_bn

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from services.shared.conditions import CONDITIONS
 from training import config as config_io
-from training.data.conditions import CONDITIONS
 from training.models.generator import AttributeGenerator, mixture_mean, to_uint8
 from training.select import OnnxImageModel
 from training.train_generator import EMA, GeneratorTrainConfig

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.data.dataset import Dataset, DatasetError, Record, check_header
+from services.shared.images import file_problem
+from training.data.dataset import Dataset, DatasetError, Record
 from training.data.images import Problem, find_images
 
 IMAGES = "img_align_celeba"
@@ -96,7 +97,7 @@ def open_celeba(root: Path, verify: bool = True) -> Dataset:
         if p is None:
             problems.append(Problem(str(images / name), f"listed in {ATTRS} but missing"))
             continue
-        if verify and (reason := check_header(p)):
+        if verify and (reason := file_problem(p)):
             problems.append(Problem(str(p), reason))
             continue
         attrs = dict(zip(names, values, strict=True))

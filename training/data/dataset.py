@@ -11,9 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from training.data.images import MAX_PIXELS, Problem
+from training.data.images import Problem
 
 
 class DatasetError(ValueError):
@@ -51,19 +49,6 @@ class Dataset:
         if self.missing_conditions:
             text += f"; no labels for condition(s) {', '.join(self.missing_conditions)}"
         return text
-
-
-def check_header(path: Path) -> str | None:
-    """Why `path` is not a usable image, judged from its header alone (cheap), or None."""
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                return f"{im.width}×{im.height} exceeds {MAX_PIXELS} pixels"
-            if im.width == 0 or im.height == 0:
-                return "empty image"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return f"unreadable: {exc}"
-    return None
 
 
 def open_dataset(root: Path | str, verify: bool = True) -> Dataset:

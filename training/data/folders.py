@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.data.dataset import Dataset, DatasetError, Record, check_header
+from services.shared.images import file_problem
+from training.data.dataset import Dataset, DatasetError, Record
 from training.data.images import Problem, find_images
 from training.data.labels import read_conditions_csv
 
@@ -36,7 +37,7 @@ def open_folders(root: Path, verify: bool = True) -> Dataset:
         paths, skipped = find_images(folder, recursive=True)
         problems += skipped
         for p in paths:
-            reason = check_header(p) if verify else None
+            reason = file_problem(p) if verify else None
             if reason:
                 problems.append(Problem(str(p), reason))
                 continue

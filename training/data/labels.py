@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 
 
 class LabelFileError(ValueError):

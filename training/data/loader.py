@@ -13,16 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from services.shared.images import InvalidImage, read
 from training.data.dataset import Record
-from training.data.images import Problem, UnreadableImage, load_rgb
+from training.data.images import Problem
 from training.data.preprocess import Preprocess, crop_and_resize
 
 
 def _load_one(args: tuple[Record, Preprocess]) -> np.ndarray | Problem:
     record, pre = args
     try:
-        return crop_and_resize(load_rgb(record.path), pre)
-    except UnreadableImage as exc:
+        return crop_and_resize(read(record.path), pre)
+    except InvalidImage as exc:
         return Problem(str(record.path), str(exc))
 
 

@@ -1,4 +1,4 @@
-"""Face crop + resize, and the augmentations (horizontal flip, brightness).
+"""The preprocessing config (size, crop) and the augmentations (horizontal flip, brightness).
 
 Augmentations that change what a condition measures also change its label: a mirrored face is
 turned the other way (head → 1 − head) and a brightened image has a brighter background.
@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from training.data.conditions import mirror_head
+from services.shared.conditions import mirror_head
+from services.shared.images import fit
 
 # CelebA's aligned 178×218 images: the usual 148×148 face box (NVAE's and most GANs' celeba64).
 CELEBA_CROP = (15 / 178, 40 / 218, 163 / 178, 188 / 218)
@@ -36,30 +36,9 @@ class Preprocess:
                 raise ValueError(f"crop {self.crop} must satisfy 0 ≤ left < right ≤ 1, 0 ≤ top < bottom ≤ 1")
 
 
-def crop_box(h: int, w: int, pre: Preprocess) -> tuple[int, int, int, int]:
-    """Pixel box (left, top, right, bottom) to cut from an h×w source."""
-    if pre.crop is not None:
-        left, top, right, bottom = pre.crop
-        return round(left * w), round(top * h), round(right * w), round(bottom * h)
-    target = pre.width / pre.height
-    if w / h > target:  # too wide: trim the sides
-        cw = round(h * target)
-        return (w - cw) // 2, 0, (w - cw) // 2 + cw, h
-    ch = round(w / target)
-    return 0, (h - ch) // 2, w, (h - ch) // 2 + ch
-
-
 def crop_and_resize(img: np.ndarray, pre: Preprocess) -> np.ndarray:
-    """uint8 RGB (H, W, 3) → uint8 RGB (pre.height, pre.width, 3)."""
-    h, w = img.shape[:2]
-    box = crop_box(h, w, pre)
-    im = Image.fromarray(img)
-    if box != (0, 0, w, h):
-        im = im.crop(box)
-    if im.size != (pre.width, pre.height):
-        # reducing_gap: Pillow first shrinks by an integer factor with a box filter (fast, alias-free)
-        im = im.resize((pre.width, pre.height), Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return np.asarray(im, dtype=np.uint8)
+    """uint8 RGB (H, W, 3) → uint8 RGB (pre.height, pre.width, 3), by the rule serving shares."""
+    return fit(img, pre.height, pre.width, pre.crop)
 
 
 @dataclass(frozen=True)

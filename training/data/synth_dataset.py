@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 from training.data.labels import first_n_female, write_conditions_csv
 from training.data.palette import to_palette
 from training.data.synthetic import Face, SynthConfig, render, sample_face

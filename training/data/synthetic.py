@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.shared.conditions import HEAD_MAX_YAW_DEG
 from training.data.canvas import Canvas
-from training.data.conditions import HEAD_MAX_YAW_DEG
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from training.data.conditions import CONDITIONS, MEANING
-from training.data.images import UnreadableImage, load_rgb
+from services.shared.conditions import CONDITIONS, MEANING
+from services.shared.images import InvalidImage, read
 from training.labelling.sheet import Sheet
 
 STATIC = Path(__file__).with_name("static")
@@ -53,10 +53,10 @@ def make_app(sheet: Sheet) -> Starlette:
 
     async def image(request: Request) -> Response:
         try:
-            rgb = load_rgb(sheet.items[_index(request)].record.path)
+            rgb = read(sheet.items[_index(request)].record.path)
         except IndexError as exc:
             return _error(404, str(exc))
-        except UnreadableImage as exc:
+        except InvalidImage as exc:
             return _error(422, f"this image cannot be read: {exc}")
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, format="PNG")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 from training.data.dataset import Dataset, Record
 from training.data.labels import complete, first_n_female, read_hand_labels, write_conditions_csv
 

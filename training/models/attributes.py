@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 from training.models.layers import ConvBNAct, ImageInput, ResidualBlock
 
 EYES, MOUTH = CONDITIONS.index("eyes"), CONDITIONS.index("mouth")

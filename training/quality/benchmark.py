@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.conditions import CONDITIONS
+from services.shared.conditions import CONDITIONS
 from training.quality import metrics
 
 
@@ -44,7 +44,7 @@ class RealSet:
 def load_real(real_dir: Path, n: int, seed: int, size: int = 64) -> tuple[RealSet, RealSet]:
     """Two disjoint sets of n female faces from `real_dir/labels.csv` (conditions, `female`,
     `skin_tone`), shuffled with `seed`."""
-    from training.data.images import load_rgb
+    from services.shared.images import read
     from training.data.preprocess import Preprocess, crop_and_resize
 
     labels = Path(real_dir) / "labels.csv"
@@ -64,7 +64,7 @@ def load_real(real_dir: Path, n: int, seed: int, size: int = 64) -> tuple[RealSe
     sets = []
     for part in (order[:n], order[n:]):
         picked = [rows[i] for i in part]
-        images = np.stack([crop_and_resize(load_rgb(Path(real_dir) / r["file"]), pre) for r in picked])
+        images = np.stack([crop_and_resize(read(Path(real_dir) / r["file"]), pre) for r in picked])
         cond = np.array([[float(r[c]) for c in CONDITIONS] for r in picked], np.float32)
         sets.append(RealSet(images, cond, np.array([float(r["skin_tone"]) for r in picked], np.float32)))
     return sets[0], sets[1]

@@ -13,6 +13,10 @@ MEANING: dict[str, str] = {
     "head": "head yaw: 0 turned to the image's left, 0.5 frontal, 1 turned to the image's right",
 }
 
+# what a condition a request leaves out means, on every transport of every service that takes
+# conditions: the middle of its range (for `head`, a frontal face)
+OMITTED = 0.5
+
 # head ∈ [0, 1] maps linearly to a yaw of ±HEAD_MAX_YAW_DEG
 HEAD_MAX_YAW_DEG = 60.0
 

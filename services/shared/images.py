@@ -1,19 +1,22 @@
-"""Image decoding and validation shared by every service (torch-free).
+"""Image decoding, validation and fitting: one rule for training (datasets) and serving (requests).
 
-Every way an image can arrive (encoded file bytes, raw RGB pixels with a shape) ends as a uint8
-RGB array at the model's input size, or as an InvalidImage whose message says what was wrong.
-Dimensions are checked from the header before decoding, so a decompression bomb (a tiny PNG
-that decodes to gigapixels) is refused without allocating it.
+Every way an image can arrive (a file, encoded bytes, raw RGB pixels with a shape) ends as a
+uint8 RGB array at the model's input size, or as an InvalidImage whose message says what was
+wrong. Dimensions are checked from the header before decoding, so a decompression bomb (a tiny
+PNG that decodes to gigapixels) is refused without allocating it.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# What Pillow reads and photo datasets actually contain.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 MAX_BYTES = 20 * 2**20  # one encoded image
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
@@ -49,6 +52,40 @@ def _open(data: bytes, load: bool) -> Image.Image:
 def decode(data: bytes) -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, … anything Pillow reads) → uint8 RGB (H, W, 3)."""
     return to_rgb(_open(data, load=True))
+
+
+def read(path: Path | str) -> np.ndarray:
+    """An image file → uint8 RGB (H, W, 3); its size is checked before it is read."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError as exc:
+        raise InvalidImage(f"cannot read: {exc.strerror or exc}") from exc
+    if size > MAX_BYTES:
+        raise InvalidImage(f"the file is {size} bytes; an image is at most {MAX_BYTES}")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidImage(f"cannot read: {exc.strerror or exc}") from exc
+    return decode(data)
+
+
+def file_problem(path: Path | str) -> str | None:
+    """Why a file is not a usable image, judged from its size and header alone (cheap), or None."""
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_BYTES:
+            return f"the file is {size} bytes; an image is at most {MAX_BYTES}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                check_size(im.width, im.height)
+    except InvalidImage as exc:
+        return str(exc)
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        return f"not a readable image ({exc.__class__.__name__})"
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        return f"corrupt or truncated image: {exc}"
+    return None
 
 
 def declared_pixels(data: bytes) -> int:
@@ -92,20 +129,37 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Centre-crop to the target aspect ratio, then bicubic resize (the signature's 'caller' step)."""
-    h, w = img.shape[:2]
-    if (h, w) == (height, width):
-        return img
+Crop = tuple[float, float, float, float]  # (left, top, right, bottom) as fractions of the source
+
+
+def crop_box(h: int, w: int, height: int, width: int, crop: Crop | None = None) -> tuple[int, int, int, int]:
+    """The pixel box (left, top, right, bottom) cut from an h×w source: `crop`'s fractions, or
+    the largest centred box with the target's aspect ratio."""
+    if crop is not None:
+        left, top, right, bottom = crop
+        return round(left * w), round(top * h), round(right * w), round(bottom * h)
     target = width / height
-    if w / h > target:
+    if w / h > target:  # too wide: trim the sides
         cw = round(h * target)
-        box = ((w - cw) // 2, 0, (w - cw) // 2 + cw, h)
-    else:
-        ch = round(w / target)
-        box = (0, (h - ch) // 2, w, (h - ch) // 2 + ch)
-    im = Image.fromarray(img).crop(box)
-    return np.asarray(im.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=2.0), dtype=np.uint8)
+        return (w - cw) // 2, 0, (w - cw) // 2 + cw, h
+    ch = round(w / target)
+    return 0, (h - ch) // 2, w, (h - ch) // 2 + ch
+
+
+def fit(img: np.ndarray, height: int, width: int, crop: Crop | None = None) -> np.ndarray:
+    """Crop (centred to the target aspect ratio, or `crop`), then bicubic resize: the signature's
+    'caller' step, and the datasets' preprocessing."""
+    h, w = img.shape[:2]
+    box = crop_box(h, w, height, width, crop)
+    if box == (0, 0, w, h) and (h, w) == (height, width):
+        return img
+    im = Image.fromarray(img)
+    if box != (0, 0, w, h):
+        im = im.crop(box)
+    if im.size != (width, height):
+        # reducing_gap: Pillow first shrinks by an integer factor with a box filter (fast, alias-free)
+        im = im.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return np.asarray(im, dtype=np.uint8)
 
 
 def encode_png(img: np.ndarray) -> bytes:

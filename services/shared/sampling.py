@@ -1,0 +1,20 @@
+"""How a seed becomes a face, and the sampling temperature's default and range: the sampler
+service, the pipeline and training-side sampling (the critic's fakes, the benchmark) follow it,
+so one seed draws one face wherever it is drawn.
+
+Face i with seed s draws the noise of every latent group, in the order of signature.json's
+`latent_groups`, from one `numpy.random.default_rng(s)`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_TEMPERATURE = 0.8  # what a request that leaves the temperature out gets
+MAX_TEMPERATURE = 2.0
+
+
+def noise_for(seed: int, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """The standard-normal noise of every latent group for one face."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
