@@ -45,11 +45,15 @@ def _image_path(ctx, param, value: Path) -> Path:
 
 
 def _count_files(root: Path) -> int | None:
-    """The progress bar's total: the files a job decides on, by the server's own listing rule
-    (with the seed layout, labels and configs at the root are not images of the set)."""
-    from services.filter.jobs import list_files
+    """The progress bar's total: the files a job decides on, by the shared layout rules (with the
+    seed layout, labels and configs at the root are not images of the set)."""
+    from services.shared.dataset import DatasetError, open_dataset
 
-    return len(list_files(root)) if root.is_dir() else None
+    try:
+        ds = open_dataset(root, verify=False, any_folder=True)
+    except DatasetError:
+        return None  # the server says what is wrong with it
+    return len(ds.records) + len(ds.problems)
 
 
 @main.command("filter")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from services.shared.conditions import CONDITIONS
+from services.shared.dataset import open_dataset
+from services.shared.labels import read_conditions_csv
 from training import config as config_io
-from training.data.dataset import open_dataset
-from training.data.labels import read_conditions_csv
 from training.export import export_model
 from training.models.attributes import AttributeConfig, AttributeNet
 from training.run_state import RunFolder

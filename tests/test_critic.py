@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from services.shared.conditions import CONDITIONS
+from services.shared.dataset import open_dataset
+from services.shared.labels import read_conditions_csv
 from training import config as config_io
-from training.data.dataset import open_dataset
-from training.data.labels import read_conditions_csv
 from training.data.loader import load_images
 from training.data.preprocess import Preprocess
 from training.eval_critic import auc, pixel_change, score

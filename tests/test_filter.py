@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from services.shared.dataset import open_dataset
 from training import calibration
 from training import config as config_io
-from training.data.dataset import open_dataset
 from training.export import ExportParityError, check_parity, export_model
 from training.run_state import RunFolder
 from training.train_filter import TRAIN_PRESETS, calibrate_and_report, export_spec, load_splits, train
@@ -132,7 +132,8 @@ def _copy_with_corrupt(src: Path, dst: Path) -> Path:
 
 
 def test_selection_rules(trained, synth_root, tmp_path):
-    from training.select import OnnxFilter, select, write_selection
+    from services.shared.selection import write_selection
+    from training.select import OnnxFilter, select
 
     data = _copy_with_corrupt(synth_root, tmp_path / "ds")
     model = OnnxFilter(trained[1] / "exports" / "filter" / "1")

@@ -556,17 +556,25 @@ def test_a_job_already_running_is_a_conflict_to_retry(jobs):
 
 
 def test_a_job_written_with_a_float32_threshold_resumes(tmp_path):
-    """Jobs written before thresholds were normalised hold gRPC's float32 0.9: still the same job."""
+    """A job whose job.json holds gRPC's float32 0.9 is still the 0.9 job; one written by an
+    older facegen (no format, other listing rules) is refused, saying what to do; reading a job's
+    progress writes nothing."""
     from services.core.errors import BadRequest
-    from services.filter.jobs import DatasetJob
+    from services.filter.jobs import JOB_FORMAT, DatasetJob, job_progress
 
     DatasetJob(tmp_path, "job-a", tmp_path / "set", 0.9)
     meta = tmp_path / "job-a" / "job.json"
-    meta.write_text(json.dumps({"dataset": str(tmp_path / "set"), "threshold": 0.8999999761581421}))
+    meta.write_text(json.dumps({"format": JOB_FORMAT, "dataset": str(tmp_path / "set"), "threshold": 0.8999999761581421}))
     DatasetJob(tmp_path, "job-a", tmp_path / "set", 0.9)
     for dataset, threshold in ((tmp_path / "set", 0.8), (tmp_path / "other", 0.9)):
         with pytest.raises(BadRequest, match="different dataset or threshold"):
             DatasetJob(tmp_path, "job-a", dataset, threshold)
+    before = (meta.read_bytes(), meta.stat().st_mtime_ns)
+    assert job_progress(tmp_path / "job-a") == {"total": None, "done": 0, "complete": False}
+    assert (meta.read_bytes(), meta.stat().st_mtime_ns) == before
+    meta.write_text(json.dumps({"dataset": str(tmp_path / "set"), "threshold": 0.9}))  # format 1
+    with pytest.raises(BadRequest, match="older facegen .job format 1"):
+        DatasetJob(tmp_path, "job-a", tmp_path / "set", 0.9)
 
 
 def test_a_model_that_fails_to_load_leaves_the_service_up_and_unready(tmp_path):
@@ -605,3 +613,52 @@ def test_a_model_that_fails_to_load_leaves_the_service_up_and_unready(tmp_path):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop()
+
+
+def _celeba_with_problems(root: Path, synth_root: Path) -> Path:
+    from tests.test_layouts import _celeba
+
+    _celeba(root, synth_root, n=6)
+    (root / "img_align_celeba" / "000099.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # on disk, not listed
+    (root / "img_align_celeba" / "readme.txt").write_text("not an image")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["seed", "celeba", "corrupt"])
+def test_select_and_a_filter_job_write_the_same_selection_csv(stub, datasets, tmp_path, synth_root, layout):
+    """`facegen-train select` and a filter-service job decide by one rule and write one format:
+    byte-identical selection.csv on the seed's layout, on CelebA (whose Male attribute decides,
+    where the service used to read a Male/ folder, and whose list_attr_celeba.txt it listed as an
+    image row) and on a set with corrupt, truncated, empty and non-image files."""
+    from click.testing import CliRunner
+
+    from training.cli import main
+
+    root = datasets / f"parity-{layout}"
+    if layout == "celeba":
+        _celeba_with_problems(root, synth_root)
+    else:
+        shutil.copytree(synth_root, root)
+        if layout == "corrupt":
+            good = next((root / "Female").glob("*.png")).read_bytes()
+            (root / "Female" / "truncated.png").write_bytes(good[: len(good) // 2])
+            (root / "Female" / "empty.jpg").write_bytes(b"")
+            (root / "Male" / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+            (root / "unlabeled" / "deep").mkdir()
+            (root / "unlabeled" / "deep" / "notes.md").write_text("# not an image")
+    res = CliRunner().invoke(main, ["select", "--data", str(root), "--threshold", "0.5",
+                                    "--out", str(tmp_path / "train.csv")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    events = list(stub.FilterDataset(pb.FilterDatasetRequest(dataset=str(root), threshold=0.5), timeout=120))
+    served = Path(events[-1].summary.selection_csv).read_bytes()
+    trained = (tmp_path / "train.csv").read_bytes()
+    diff = [(a, b) for a, b in zip(served.decode().splitlines(), trained.decode().splitlines(), strict=False) if a != b]
+    assert served == trained, diff[:5]
+    rows = _csv_rows(trained.decode())
+    if layout == "celeba":
+        assert not any(r["file"].endswith("list_attr_celeba.txt") for r in rows)
+        assert sum(r["reason"] == "male_folder" for r in rows) == 5  # by the Male attribute
+        assert {r["reason"].split(":")[0] for r in rows if "0000" in r["file"] and r["file"].endswith("99.jpg")} == {"unreadable"}
+    if layout == "corrupt":
+        bad = {r["file"]: r["reason"] for r in rows if r["reason"].startswith("unreadable")}
+        assert {"Female/truncated.png", "Female/empty.jpg", "Male/junk.png", "unlabeled/deep/notes.md"} <= set(bad), bad

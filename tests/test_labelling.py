@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from services.shared.conditions import CONDITIONS
+from services.shared.labels import complete, read_hand_labels
 from tests.browser import screenshot
 from tests.servers import REPO, free_port
-from training.data.labels import complete, read_hand_labels
 
 N = 5
 
@@ -157,8 +157,8 @@ def test_attributes_refuses_a_partly_labelled_sheet_unless_asked(dataset, tmp_pa
 def test_celeba_sheet_suggests_the_dataset_labels_then_the_model(tmp_path, synth_root):
     """On CelebA the sheet starts from its coarse eyes, mouth and hair colour, and from the shipped
     attribute model for background and head; only a confirmation writes a row."""
+    from services.shared.dataset import open_dataset
     from tests.test_layouts import _celeba
-    from training.data.dataset import open_dataset
     from training.labelling.sheet import Sheet, model_suggestions
 
     _celeba(tmp_path, synth_root)  # one female image (Male = -1) among six

@@ -26,8 +26,8 @@ def attributes_cmd(data, hand_labels, allow_partial, preset, overrides, out, exp
     """Train the attribute regressor on the hand labels only, evaluate, optionally export."""
     from tqdm import tqdm
 
+    from services.shared.labels import read_conditions_csv
     from training import config as config_io
-    from training.data.labels import read_conditions_csv
     from training.run_state import RunFolder
     from training.train_attributes import TRAIN_PRESETS, load_labelled, outside_files, report, split, train
 
@@ -79,7 +79,7 @@ def attributes_cmd(data, hand_labels, allow_partial, preset, overrides, out, exp
 def _hand_labels(path: Path, data: Path, allow_partial: bool) -> dict[str, dict[str, float]]:
     """The labelled rows of a hand-labelling sheet; a sheet with blank rows is refused unless
     `allow_partial`, and one with none labelled always."""
-    from training.data.labels import complete, read_hand_labels
+    from services.shared.labels import complete, read_hand_labels
 
     rows = read_hand_labels(path)
     hand = complete(rows)
@@ -106,7 +106,8 @@ def label_cmd(data, selection, model_dir, out) -> None:
     """Write conditions.csv: the attribute model's conditions for every selected image."""
     from tqdm import tqdm
 
-    from training.label import label, read_selected, write
+    from services.shared.selection import read_selected
+    from training.label import label, write
     from training.select import OnnxImageModel
 
     ds = _open(data)
@@ -137,7 +138,7 @@ def hand_labels_cmd(data, n, out) -> None:
     the conditions the dataset already knows (CelebA's coarse eyes, mouth and hair colour) filled
     in and the rest blank. Fill the blanks with values in [0, 1] and save it as hand_labels.csv."""
     from services.shared.conditions import CONDITIONS
-    from training.data.labels import first_n_female, write_conditions_csv
+    from services.shared.labels import first_n_female, write_conditions_csv
 
     ds = _open(data)
     known = {r.file: r.conditions for r in ds.labelled if r.female}

@@ -20,7 +20,7 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
     from tqdm import tqdm
 
     from services.shared.conditions import CONDITIONS
-    from training.data.labels import read_conditions_csv
+    from services.shared.labels import read_conditions_csv
     from training.data.loader import load_images, split_of
     from training.data.preprocess import Preprocess
     from training.eval_critic import before_after_grid, retouch_report, separation

@@ -9,7 +9,7 @@ import click
 
 
 def _open(data: Path):
-    from training.data.dataset import open_dataset
+    from services.shared.dataset import open_dataset
 
     try:
         return open_dataset(data)
@@ -93,7 +93,8 @@ def select_cmd(data, model_dir, threshold, out) -> None:
     """Score every image with the filter and write selection.csv (file,p_female,kept,reason)."""
     from tqdm import tqdm
 
-    from training.select import OnnxFilter, select, write_selection
+    from services.shared.selection import write_selection
+    from training.select import OnnxFilter, select
 
     ds = _open(data)
     try:

@@ -22,8 +22,8 @@ def load_generator_set(data: Path, conditions_csv: Path | None, image_size: int,
     from tqdm import tqdm
 
     from services.shared.conditions import CONDITIONS
+    from services.shared.labels import read_conditions_csv
     from training.cli_filter import _open
-    from training.data.labels import read_conditions_csv
     from training.data.loader import load_images, split_of
     from training.data.preprocess import Preprocess
 

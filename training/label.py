@@ -4,22 +4,13 @@ model's predictions too, so every row comes from one consistent labeller."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from services.shared.conditions import CONDITIONS
-from training.data.dataset import Dataset
-from training.data.labels import write_conditions_csv
+from services.shared.dataset import Dataset
+from services.shared.labels import write_conditions_csv
 from training.data.loader import load_images
 from training.select import OnnxImageModel
-
-
-def read_selected(selection_csv: Path) -> list[str]:
-    with Path(selection_csv).open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not {"file", "kept"} <= set(reader.fieldnames or []):
-            raise ValueError(f"{selection_csv}: expected columns file,p_female,kept,reason")
-        return [row["file"] for row in reader if row["kept"] == "1"]
 
 
 def label(ds: Dataset, selected: list[str], model: OnnxImageModel, progress=None):

@@ -1,33 +1,27 @@
-"""Pick the generator's training set: score every image with the exported filter.
-
-Writes selection.csv (`file,p_female,kept,reason`) with one row per file of the dataset, sorted
-by file: kept images have P(female) ≥ threshold and, as the seed author did, never come from
-the Male/ folder; files that cannot be decoded are listed with reason `unreadable: …`.
-Scoring uses the exported ONNX model (the one the services run), so both agree exactly.
+"""Pick the generator's training set: score every image with the exported filter and decide
+by the rule the filter service's jobs follow (services/shared/selection.py: selection.csv's
+rows and format). Scoring uses the exported ONNX model, the one the services run.
 """
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from training.data.dataset import Dataset
+from services.shared.dataset import Dataset
+from services.shared.selection import (
+    DEFAULT_THRESHOLD,
+    Decision,
+    check_threshold,
+    decide,
+    problem_decisions,
+    problem_file,
+    unreadable,
+)
 from training.data.loader import load_images
 from training.data.preprocess import Preprocess
 from training.export import open_export
-
-REASONS = ("kept", "below_threshold", "male_folder", "unreadable")
-
-
-@dataclass(frozen=True)
-class Decision:
-    file: str
-    p_female: float | None
-    kept: bool
-    reason: str
 
 
 class OnnxImageModel:
@@ -52,30 +46,11 @@ class OnnxImageModel:
 OnnxFilter = OnnxImageModel  # the filter's first output is p_female
 
 
-def select(ds: Dataset, model: OnnxFilter, threshold: float = 0.9, progress=None) -> list[Decision]:
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+def select(ds: Dataset, model: OnnxFilter, threshold: float = DEFAULT_THRESHOLD, progress=None) -> list[Decision]:
+    """Every file of `ds` decided by the shared selection rule (services/shared/selection.py)."""
+    check_threshold(threshold)
     images, records, problems = load_images(ds.records, model.preprocess, progress=progress)
     p = model(images)
-    out = []
-    for rec, pf in zip(records, p, strict=True):
-        if rec.female is False:
-            out.append(Decision(rec.file, float(pf), False, "male_folder"))
-        else:
-            kept = bool(pf >= threshold)
-            out.append(Decision(rec.file, float(pf), kept, "kept" if kept else "below_threshold"))
-    for prob in (*ds.problems, *problems):
-        try:
-            file = Path(prob.path).relative_to(ds.root).as_posix()
-        except ValueError:
-            file = prob.path
-        out.append(Decision(file, None, False, f"unreadable: {prob.reason}"))
+    out = [decide(rec.file, rec.female, pf, threshold) for rec, pf in zip(records, p, strict=True)]
+    out += problem_decisions(ds) + [unreadable(problem_file(ds, prob), prob.reason) for prob in problems]
     return sorted(out, key=lambda d: d.file)
-
-
-def write_selection(path: Path | str, decisions: list[Decision]) -> None:
-    with Path(path).open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "p_female", "kept", "reason"])
-        for d in decisions:
-            w.writerow([d.file, "" if d.p_female is None else f"{d.p_female:.6f}", int(d.kept), d.reason])

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from services.shared.conditions import CONDITIONS
+from services.shared.dataset import Dataset
 from training import loop
-from training.data.dataset import Dataset
 from training.data.loader import load_images, split_of
 from training.data.preprocess import Preprocess
 from training.models.attributes import ATTRIBUTE_PRESETS, AttributeConfig, AttributeNet

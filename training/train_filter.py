@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from services.shared.dataset import Dataset
 from training import calibration, loop
-from training.data.dataset import Dataset
 from training.data.loader import load_images, split_of
 from training.data.preprocess import Preprocess
 from training.models.filter import FILTER_PRESETS, FilterConfig, FilterNet

@@ -1,8 +1,9 @@
 """Batch filtering of a dataset on the server, resumable after a crash.
 
-A job scores every file under a dataset folder (the seed layout: Female/, Male/, unlabeled/ at
-any depth) and ends with the same selection.csv as `facegen-train select`: one row per file,
-sorted, `file,p_female,kept,reason`. Decisions are appended to a checkpoint (JSON lines,
+A job lists a dataset folder by the layout rules training uses (the seed's Female/ Male/
+unlabeled/, CelebA, or any folder of images as unlabelled: services/shared/dataset.py), decides
+every file by the shared selection rule and writes the same selection.csv as `facegen-train
+select` (services/shared/selection.py). Decisions are appended to a checkpoint (JSON lines,
 flushed per chunk); a job resubmitted after the process was killed skips what is recorded there,
 so the final CSV lists every file exactly once. Decoding the next chunk overlaps inference on the
 current one.
@@ -11,7 +12,6 @@ current one.
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import json
 import os
@@ -19,27 +19,27 @@ import tarfile
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from services.core.errors import BadRequest, Forbidden
 from services.shared import images as imgs
+from services.shared.dataset import Dataset, DatasetError, has_layout, open_dataset
+from services.shared.selection import (
+    DEFAULT_THRESHOLD,
+    Decision,
+    decide,
+    problem_decisions,
+    unreadable,
+    write_selection,
+)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CHUNK = 64
-DEFAULT_THRESHOLD = 0.9  # keep P(female) ≥ this when a request leaves it unset (0)
+JOB_FORMAT = 2  # job.json's format: 2 lists files by the shared layout rules and records the total
 
 Score = Callable[[np.ndarray], Awaitable[np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Decision:
-    file: str
-    p_female: float | None
-    kept: bool
-    reason: str
 
 
 def resolve_dataset(path: str, allowed_roots: list[Path]) -> Path:
@@ -69,20 +69,15 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-LAYOUT_FOLDERS = ("Female", "Male", "unlabeled")
-
-
-def list_files(root: Path) -> list[str]:
-    """The files a job decides on, sorted: with the seed layout, every file under Female/, Male/
-    and unlabeled/ (as `facegen-train select` sees it; labels and configs at the root are not
-    images of the set); otherwise every file under root. Hidden files are skipped."""
-    tops = [root / d for d in LAYOUT_FOLDERS if (root / d).is_dir()] or [root]
-    out = []
-    for top in tops:
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            out += [(Path(dirpath) / n).relative_to(root).as_posix() for n in filenames if not n.startswith(".")]
-    return sorted(out)
+def list_dataset(root: Path) -> Dataset:
+    """The files a job decides on: the dataset by the shared layout rules, any folder of images
+    counting as unlabelled; a malformed layout is the caller's to fix. Headers are not read here
+    (`_decode` reads each file once, and refuses links that lead out before opening anything);
+    the reasons for a bad file are the ones the listing's header check would give."""
+    try:
+        return open_dataset(root, verify=False, any_folder=True)
+    except DatasetError as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def job_threshold(threshold: float) -> float:
@@ -97,7 +92,7 @@ def job_id_for(source: Path | str, threshold: float, model_sha: str) -> str:
     return hashlib.sha256(f"{source}|{job_threshold(threshold):.6f}|{model_sha}".encode()).hexdigest()[:16]
 
 
-OUTSIDE = "unreadable: a link that leads outside the dataset"
+OUTSIDE = "a link that leads outside the dataset"
 
 
 def _decode(root: Path, file: str, height: int, width: int) -> np.ndarray | str:
@@ -105,19 +100,45 @@ def _decode(root: Path, file: str, height: int, width: int) -> np.ndarray | str:
     a symbolic link is followed only when its target lies inside it, and a link that leads out is
     refused before anything is opened, with one reason whether or not its target exists (a
     different error would tell a caller which files exist elsewhere)."""
-    if Path(file).suffix.lower() not in IMAGE_SUFFIXES:
-        return "unreadable: not an image file"
     try:
         if root not in (root / file).resolve().parents:
             return OUTSIDE
-        size = (root / file).stat().st_size
-        if size > imgs.MAX_BYTES:  # before reading it: a 1.9 GiB file was read whole first
-            return f"unreadable: the file is {size} bytes; an image is at most {imgs.MAX_BYTES}"
-        return imgs.fit(imgs.decode((root / file).read_bytes()), height, width)
+        return imgs.fit(imgs.read(root / file), height, width)  # read checks the size before reading
     except RuntimeError:  # a symlink loop (Python 3.11 raises RuntimeError from resolve)
         return OUTSIDE
-    except (imgs.InvalidImage, OSError) as exc:
-        return f"unreadable: {exc}"
+    except imgs.InvalidImage as exc:
+        return str(exc)
+
+
+def read_meta(job_dir: Path) -> dict:
+    """A job's job.json, refused with a clear error when an older facegen wrote it."""
+    meta = json.loads((job_dir / "job.json").read_text())
+    if meta.get("format") != JOB_FORMAT:
+        raise BadRequest(f"job {job_dir.name} was written by an older facegen (job format {meta.get('format', 1)}, "
+                         f"this one reads {JOB_FORMAT}: files are now listed by the dataset layout rules "
+                         f"training uses); remove {job_dir} or choose another job_id")
+    return meta
+
+
+def read_decisions(checkpoint: Path) -> dict[str, Decision]:
+    """Decisions recorded so far; a line torn by a crash mid-write is ignored (redone)."""
+    out: dict[str, Decision] = {}
+    if checkpoint.exists():
+        for line in checkpoint.read_text().splitlines():
+            try:
+                d = Decision(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue
+            out[d.file] = d
+    return out
+
+
+def job_progress(job_dir: Path) -> dict:
+    """How far a job is, read from its files alone: nothing is written and the dataset is not
+    listed again (its total is recorded once the job has listed it; until then it is None)."""
+    meta = read_meta(job_dir)
+    return {"total": meta.get("total"), "done": len(read_decisions(job_dir / "decisions.jsonl")),
+            "complete": (job_dir / "selection.csv").exists()}
 
 
 class DatasetJob:
@@ -127,51 +148,57 @@ class DatasetJob:
             raise BadRequest(f"threshold must be in [0, 1], got {threshold}")
         self.root, self.threshold, self.job_id, self.chunk = root, threshold, job_id, max(1, chunk)
         self.dir = jobs_dir / job_id
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint = self.dir / "decisions.jsonl"
         self.result: dict | None = None  # the summary, once run() has written selection.csv
         self.csv_path = self.dir / "selection.csv"
-        meta = {"dataset": str(root), "threshold": threshold}
-        meta_path = self.dir / "job.json"
-        if meta_path.exists():
-            old = json.loads(meta_path.read_text())
-            # normalised as well: jobs written before thresholds were hold gRPC's float32
-            # (0.8999999761581421 for 0.9)
-            if old.get("dataset") != meta["dataset"] or job_threshold(old.get("threshold", -1)) != threshold:
+        self.meta_path = self.dir / "job.json"
+        if self.meta_path.exists():
+            old = read_meta(self.dir)
+            # normalised as well: gRPC's float32 0.9 is 0.8999999761581421
+            if old.get("dataset") != str(root) or job_threshold(old.get("threshold", -1)) != threshold:
                 raise BadRequest(f"job {job_id} exists for a different dataset or threshold")
-        meta_path.write_text(json.dumps(meta))
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_meta({"format": JOB_FORMAT, "dataset": str(root), "threshold": threshold})
+
+    def _write_meta(self, meta: dict) -> None:
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.meta_path)
 
     def done(self) -> dict[str, Decision]:
-        """Decisions recorded so far; a line torn by a crash mid-write is ignored (redone)."""
-        out: dict[str, Decision] = {}
-        if self.checkpoint.exists():
-            for line in self.checkpoint.read_text().splitlines():
-                try:
-                    d = Decision(**json.loads(line))
-                except (json.JSONDecodeError, TypeError):
-                    continue
-                out[d.file] = d
-        return out
-
-    def progress(self) -> dict[str, int]:
-        total = len(list_files(self.root))
-        return {"total": total, "done": len(self.done())}
+        return read_decisions(self.checkpoint)
 
     async def run(self, score: Score, height: int, width: int) -> AsyncIterator[Decision]:
         """Yield a Decision per file not yet decided, checkpointing each chunk; then write the CSV
         and keep its summary in `self.result`."""
         # listing, reading the checkpoint and writing the CSV touch every file of a set that may
         # hold 200,000: in threads, so the service's event loop keeps answering meanwhile
-        files = await asyncio.to_thread(list_files, self.root)
+        ds = await asyncio.to_thread(list_dataset, self.root)
+        skipped = problem_decisions(ds)
+        files = sorted([r.file for r in ds.records] + [d.file for d in skipped])
+        meta = read_meta(self.dir)
+        if meta.get("total") != len(files):
+            await asyncio.to_thread(self._write_meta, {**meta, "total": len(files)})
         done = await asyncio.to_thread(self.done)
-        todo = [f for f in files if f not in done]
+        todo = [r for r in ds.records if r.file not in done]
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(2, thread_name_prefix="decode") as pool, self.checkpoint.open("a") as ck:
 
+            def record(batch: list[Decision]) -> None:
+                ck.write("".join(json.dumps(asdict(d)) + "\n" for d in batch))
+                ck.flush()
+                os.fsync(ck.fileno())
+
+            fresh = [d for d in skipped if d.file not in done]  # the layout already said why: no decoding
+            if fresh:
+                record(fresh)
+                for d in fresh:
+                    yield d
             real_root = self.root.resolve()  # once: _decode compares every file's real path with it
 
-            def decode_chunk(chunk: list[str]):
-                return list(pool.map(lambda f: _decode(real_root, f, height, width), chunk))
+            def decode_chunk(chunk):
+                return list(pool.map(lambda r: _decode(real_root, r.file, height, width), chunk))
 
             chunks = [todo[i : i + self.chunk] for i in range(0, len(todo), self.chunk)]
             pending = loop.run_in_executor(None, decode_chunk, chunks[0]) if chunks else None
@@ -182,21 +209,12 @@ class DatasetJob:
                 good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
                 p = await score(np.stack([decoded[i] for i in good])) if good else np.zeros(0)
                 scores = dict(zip(good, p.tolist(), strict=True))
-                batch = [self._decide(f, scores.get(i), decoded[i]) for i, f in enumerate(chunk)]
-                ck.write("".join(json.dumps(asdict(d)) + "\n" for d in batch))
-                ck.flush()
-                os.fsync(ck.fileno())
+                batch = [decide(r.file, r.female, scores[i], self.threshold) if i in scores else unreadable(r.file, decoded[i])
+                         for i, r in enumerate(chunk)]
+                record(batch)
                 for d in batch:
                     yield d
         self.result = await asyncio.to_thread(self.write_csv, files)
-
-    def _decide(self, file: str, p: float | None, decoded) -> Decision:
-        if p is None:
-            return Decision(file, None, False, decoded)
-        if file.split("/", 1)[0] == "Male":  # the seed author never kept a labelled male
-            return Decision(file, p, False, "male_folder")
-        kept = p >= self.threshold
-        return Decision(file, p, kept, "kept" if kept else "below_threshold")
 
     def write_csv(self, files: list[str]) -> dict[str, int]:
         done = self.done()
@@ -204,17 +222,14 @@ class DatasetJob:
         if missing:
             raise RuntimeError(f"{len(missing)} files undecided, e.g. {missing[0]}")
         tmp = self.csv_path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["file", "p_female", "kept", "reason"])
-            for f in files:
-                d = done[f]
-                w.writerow([f, "" if d.p_female is None else f"{d.p_female:.6f}", int(d.kept), d.reason])
+        write_selection(tmp, [done[f] for f in files])
         tmp.replace(self.csv_path)
         return self.summary(files, done)
 
     def summary(self, files: list[str] | None = None, done: dict[str, Decision] | None = None) -> dict:
         done = done if done is not None else self.done()
+        if files is not None:  # a checkpoint may hold files a re-listing no longer has
+            done = {f: done[f] for f in files}
         reasons = [d.reason.split(":")[0] for d in done.values()]
         return {
             "job_id": self.job_id,
@@ -239,7 +254,7 @@ def archive_root(unpacked: Path) -> Path:
     scored instead of left out). Descends while a folder holds just one folder and no layout
     folder; macOS's __MACOSX/ and hidden entries do not count."""
     root = unpacked
-    while not any((root / d).is_dir() for d in LAYOUT_FOLDERS):
+    while not has_layout(root):
         entries = [e for e in root.iterdir() if not e.name.startswith((".", "__MACOSX"))]
         if len(entries) != 1 or not entries[0].is_dir():
             break

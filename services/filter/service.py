@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -34,6 +33,7 @@ from services.filter.jobs import (
     extract_archive,
     is_job_id,
     job_id_for,
+    job_progress,
     resolve_dataset,
 )
 from services.shared import images as imgs
@@ -83,9 +83,7 @@ class FilterCore:
             raise BadRequest("job_progress needs a job_id (the one /filter_dataset or /filter_archive returned)")
         if not is_job_id(job_id) or not path.exists():
             raise NotFound(f"no job {job_id!r} on this filter service")
-        meta = json.loads(path.read_text())
-        job = DatasetJob(self.jobs_dir, job_id, Path(meta["dataset"]), meta["threshold"])
-        return {"job_id": job_id, **job.progress(), "complete": job.csv_path.exists()}
+        return {"job_id": job_id, **job_progress(path.parent)}
 
     def run_job(self, job: DatasetJob):
         """Decisions as they are made; the caller holds exclusive(job.job_id)."""

@@ -73,6 +73,8 @@ def file_problem(path: Path | str) -> str | None:
     """Why a file is not a usable image, judged from its size and header alone (cheap), or None."""
     try:
         size = Path(path).stat().st_size
+        if size == 0:
+            return "empty image data"  # decode's words, so a listing and a reader say the same
         if size > MAX_BYTES:
             return f"the file is {size} bytes; an image is at most {MAX_BYTES}"
         with warnings.catch_warnings():

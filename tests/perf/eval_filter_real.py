@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from services.shared.dataset import open_dataset
 from tests.real_images import build_real_smoke
 from training.calibration import ece, roc_auc
-from training.data.dataset import open_dataset
 from training.data.loader import load_images
 from training.select import OnnxFilter
 

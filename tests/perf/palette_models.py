@@ -25,8 +25,8 @@ from PIL import Image
 
 from services.core.exports import load_session, run_images
 from services.shared.conditions import CONDITIONS
+from services.shared.dataset import open_dataset
 from training.calibration import ece, roc_auc
-from training.data.dataset import open_dataset
 from training.train_filter import TRAIN_PRESETS, load_splits
 
 REPO = Path(__file__).resolve().parents[2]

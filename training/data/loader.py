@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from services.shared.dataset import Problem, Record
 from services.shared.images import InvalidImage, read
-from training.data.dataset import Record
-from training.data.images import Problem
 from training.data.preprocess import Preprocess, crop_and_resize
 
 

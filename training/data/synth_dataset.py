@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from services.shared.conditions import CONDITIONS
-from training.data.labels import first_n_female, write_conditions_csv
+from services.shared.labels import first_n_female, write_conditions_csv
 from training.data.palette import to_palette
 from training.data.synthetic import Face, SynthConfig, render, sample_face
 

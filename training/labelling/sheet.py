@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from services.shared.conditions import CONDITIONS
-from training.data.dataset import Dataset, Record
-from training.data.labels import complete, first_n_female, read_hand_labels, write_conditions_csv
+from services.shared.dataset import Dataset, Record
+from services.shared.labels import complete, first_n_female, read_hand_labels, write_conditions_csv
 
 SHEET = "hand_labels.csv"
 DEFAULT_VALUE = 0.5  # where nothing is known: the middle of the slider

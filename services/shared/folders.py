@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.shared.dataset import Dataset, DatasetError, Problem, Record, find_images
 from services.shared.images import file_problem
-from training.data.dataset import Dataset, DatasetError, Record
-from training.data.images import Problem, find_images
-from training.data.labels import read_conditions_csv
+from services.shared.labels import read_conditions_csv
 
 LABELLED = {"Female": True, "Male": False}
 UNLABELED = "unlabeled"
@@ -20,9 +19,11 @@ def looks_like(root: Path) -> bool:
     return any((root / name).is_dir() for name in (*LABELLED, UNLABELED))
 
 
-def open_folders(root: Path, verify: bool = True) -> Dataset:
+def open_folders(root: Path, verify: bool = True, partial: bool = False) -> Dataset:
+    """The layout's records; `partial` lists a layout that lacks Female/ or Male/ (a filter job's
+    set may be all one gender) where training, which learns from both, refuses it."""
     missing = [name for name in LABELLED if not (root / name).is_dir()]
-    if missing:
+    if missing and not partial:
         raise DatasetError(
             f"{root}: missing folder(s) {', '.join(missing)}/ — the gender-labelled layout needs "
             f"both {root / 'Female'} and {root / 'Male'} (plus optional {root / UNLABELED})"
@@ -30,7 +31,7 @@ def open_folders(root: Path, verify: bool = True) -> Dataset:
     conditions = read_conditions_csv(root / CONDITIONS_FILE) if (root / CONDITIONS_FILE).is_file() else {}
     records: list[Record] = []
     problems: list[Problem] = []
-    sources = [(root / name, female) for name, female in LABELLED.items()]
+    sources = [(root / name, female) for name, female in LABELLED.items() if (root / name).is_dir()]
     if (root / UNLABELED).is_dir():
         sources.append((root / UNLABELED, None))
     for folder, female in sources:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.shared.dataset import Dataset, DatasetError, Problem, Record, find_images
 from services.shared.images import file_problem
-from training.data.dataset import Dataset, DatasetError, Record
-from training.data.images import Problem, find_images
 
 IMAGES = "img_align_celeba"
 ATTRS = "list_attr_celeba.txt"
