@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from services.shared.conditions import CONDITIONS
+from services.shared.ports import grpc_port
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -211,8 +212,8 @@ def _condition(value: str | None, name: str):
 @click.option("--retouch/--no-retouch", default=True, show_default=True)
 @click.option("--allow-partial", is_flag=True, help="answer even if the critic or a checker is down")
 @click.option("--grpc", "grpc_target", metavar="HOST:PORT",
-              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', '50050')}",
-              show_default="127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT (50050)")
+              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', grpc_port('pipeline'))}",
+              show_default=f"127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT ({grpc_port('pipeline')})")
 @click.option("--http", "http_url", metavar="URL", help="use HTTP instead, e.g. http://127.0.0.1:3000")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("faces.png"), show_default=True,
               callback=_image_path, help="the grid image; a JSON report is written beside it")
@@ -323,8 +324,8 @@ def _unit(ctx, param, value):
 @click.option("--retouch/--no-retouch", default=True, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--grpc", "grpc_target", metavar="HOST:PORT",
-              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', '50050')}",
-              show_default="127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT (50050)")
+              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', grpc_port('pipeline'))}",
+              show_default=f"127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT ({grpc_port('pipeline')})")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("edited.png"), show_default=True,
               callback=_image_path, help="the edited face (with --sweep: the strip, the input face first)")
 @click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)

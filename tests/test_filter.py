@@ -187,7 +187,7 @@ def test_parity_failure_is_refused(trained):
 
 
 def test_tampered_model_is_refused(trained, tmp_path):
-    from services.core.exports import ExportError, read_export
+    from services.shared.exports import ExportError, read_export
 
     dst = tmp_path / "filter" / "1"
     shutil.copytree(trained[1] / "exports" / "filter" / "1", dst)

@@ -47,7 +47,7 @@ def dataset_fingerprint(root: Path) -> str:
 
 def file_hash(path: Path) -> str:
     """sha256 of a file, or of an export folder's model.onnx; "missing" before it exists."""
-    from training.export import sha256_file
+    from services.shared.exports import sha256_file
 
     path = path / "model.onnx" if path.is_dir() else path
     return sha256_file(path) if path.exists() else "missing"

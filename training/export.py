@@ -15,7 +15,6 @@ leaves no export behind.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import platform
 import shutil
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from services.shared.exports import ExportError, read_export, sha256_file
 
 SIGNATURE_VERSION = 1
 
@@ -86,28 +87,20 @@ def image_model_spec(model: str, version: str, size: int, outputs: tuple[TensorS
     )
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def open_export(export_dir: Path | str, threads: int = 0):
     """(signature, CPU ONNX Runtime session) of an export, after checking model.onnx against the
     sha256 in card.json: training-side inference refuses a modified or half-copied model."""
     import onnxruntime as ort
 
-    export_dir = Path(export_dir)
-    card = json.loads((export_dir / "card.json").read_text())
-    if sha256_file(export_dir / "model.onnx") != card["onnx_sha256"]:
-        raise ValueError(f"{export_dir / 'model.onnx'}: sha256 does not match card.json")
+    try:
+        export = read_export(export_dir)  # the serving side's reading and sha256 check
+    except ExportError as exc:
+        raise ValueError(str(exc)) from exc
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(export_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    return json.loads((export_dir / "signature.json").read_text()), session
+    session = ort.InferenceSession(str(export.onnx_path), opts, providers=["CPUExecutionProvider"])
+    return export.signature, session
 
 
 def _spec_json(s: TensorSpec) -> dict[str, Any]:

@@ -26,9 +26,10 @@ import numpy as np
 
 from services.core.batcher import MicroBatcher
 from services.core.errors import classify, http_response
-from services.core.exports import Export, create_session, read_export, shrinking_run_options, smallest_feeds
+from services.core.exports import create_session, shrinking_run_options, smallest_feeds
 from services.core.metrics import ServiceMetrics
 from services.shared import images as imgs
+from services.shared.exports import Export, read_export
 
 REPO = Path(__file__).resolve().parents[2]
 log = logging.getLogger("facegen.serving")

@@ -22,7 +22,6 @@ import numpy as np
 from services.core.bento import ModelService, Unready, body_route, forbid_unknown_fields, port_check, status_app
 from services.core.body_limit import BodyLimit, limit_from_env
 from services.core.errors import BadRequest, Conflict, NotFound
-from services.core.exports import sha256_file
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, grpc_call, http_call, remaining
 from services.filter.jobs import (
@@ -37,6 +36,8 @@ from services.filter.jobs import (
     resolve_dataset,
 )
 from services.shared import images as imgs
+from services.shared.exports import sha256_file
+from services.shared.ports import grpc_port
 
 
 class FilterCore:
@@ -145,8 +146,8 @@ async def _classify_body(svc: FilterService, decoded: list[np.ndarray]) -> dict:
 class FilterService(ModelService):
     model_name = "filter"
     grpc_services = ["facegen.v1.FilterService"]
-    default_grpc_port = 50051
-    check_ports = port_check("filter", 50051)
+    default_grpc_port = grpc_port("filter")
+    check_ports = port_check("filter", grpc_port("filter"))
 
     def __init__(self) -> None:
         self.init_model(lambda server: rpc.add_FilterServiceServicer_to_server(FilterServicer(self.core), server))

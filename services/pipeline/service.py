@@ -37,16 +37,17 @@ from services.pipeline.playground import Playground
 from services.pipeline.upstream import Upstreams
 from services.shared import images as imgs
 from services.shared.conditions import CONDITIONS
+from services.shared.ports import grpc_port, grpc_target
 from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    sampler: str = "127.0.0.1:50053"
-    critic: str = "127.0.0.1:50054"
-    attributes: str = "127.0.0.1:50052"
-    filter: str = "127.0.0.1:50051"
-    grpc_port: int = 50050
+    sampler: str = grpc_target("sampler")
+    critic: str = grpc_target("critic")
+    attributes: str = grpc_target("attributes")
+    filter: str = grpc_target("filter")
+    grpc_port: int = grpc_port("pipeline")
     grpc_host: str = "0.0.0.0"
     timeout_s: float = 30.0  # per request, when the caller sets no deadline (HTTP)
     max_timeout_s: float = 120.0  # the longest gRPC deadline honoured (the largest request needs ~30 s here)
@@ -212,7 +213,7 @@ class ConditionsIn(BaseModel):
 @bentoml.asgi_app(status_app("pipeline"), path="/v1")
 @bentoml.service(name="facegen-pipeline", workers=1, traffic={"timeout": 120, "max_concurrency": 256})
 class GenerationService:
-    check_ports = port_check("pipeline", 50050)
+    check_ports = port_check("pipeline", grpc_port("pipeline"))
 
     def __init__(self) -> None:
         self.cfg = settings_from_env(PipelineConfig, "pipeline")

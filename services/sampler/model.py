@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from services.core.errors import BadRequest, Unavailable
-from services.core.exports import create_session, read_export
+from services.core.exports import create_session
 from services.core.runtime import BatchedModel, ServingConfig
+from services.shared.exports import read_export
 from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, noise_for
 
 log = logging.getLogger("facegen.sampler")
