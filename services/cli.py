@@ -117,23 +117,18 @@ def _filter_grpc(target: str, dataset: str, threshold: float, job_id: str, bar):
     return {f: getattr(summary, f) for f in fields}, text
 
 
-def _http_job_id(client, url: str, dataset: Path, threshold: float, upload: bool) -> str:
-    """The job's id, derived so that rerunning the same command resumes the job (the progress bar
-    needs an id before the server would pick one): from the folder (its path on the server, or
-    for --upload what its files are), the threshold and the server's model."""
-    from services.filter.jobs import job_id_for
-
+def _upload_job_id(client, url: str, dataset: Path, threshold: float) -> str:
+    """An upload's job id, so that uploading the same folder again resumes its job: from what its
+    files are, the threshold and the server's model (a folder on the server gets its id from the
+    server instead, in the submit's answer)."""
     try:
         model = client.get(f"{url}/v1/status").json().get("onnx_sha256") or ""
     except ValueError:  # not JSON: an older server; the id then leaves the model out
         model = ""
-    if upload:
-        listing = sorted((p.relative_to(dataset).as_posix(), st.st_size, st.st_mtime_ns)
-                         for p in dataset.rglob("*") if p.is_file() for st in [p.stat()])
-        source = "upload:" + hashlib.sha256(repr(listing).encode()).hexdigest()
-    else:
-        source = str(dataset.resolve())
-    return "cli-" + job_id_for(source, threshold, model)
+    listing = sorted((p.relative_to(dataset).as_posix(), st.st_size, st.st_mtime_ns)
+                     for p in dataset.rglob("*") if p.is_file() for st in [p.stat()])
+    digest = hashlib.sha256(f"{listing!r}|{threshold:.6f}|{model}".encode()).hexdigest()[:16]
+    return f"cli-upload-{digest}"
 
 
 def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload: bool, bar):
@@ -141,10 +136,10 @@ def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload:
 
     url = url.rstrip("/")
     with httpx.Client(timeout=60) as client, _http_errors(url):
-        job_id = job_id or _http_job_id(client, url, dataset, threshold, upload)
         if upload:
             if not dataset.is_dir():
                 raise click.ClickException(f"{dataset}: not a local folder")
+            job_id = job_id or _upload_job_id(client, url, dataset, threshold)
             with tempfile.TemporaryFile() as tmp:
                 with zipfile.ZipFile(tmp, "w") as zf:
                     for p in sorted(dataset.rglob("*")):
@@ -161,6 +156,7 @@ def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload:
         if r.status_code != 200:
             raise click.ClickException(f"submit failed ({r.status_code}): {r.text}")
         task = r.json()["task_id"]
+        job_id = r.json().get("job_id", job_id)  # a folder's job: the server names it
         while True:
             status = client.get(f"{url}/{endpoint}/status", params={"task_id": task}).json()["status"]
             p = client.post(f"{url}/job_progress", json={"job_id": job_id})

@@ -662,3 +662,25 @@ def test_select_and_a_filter_job_write_the_same_selection_csv(stub, datasets, tm
     if layout == "corrupt":
         bad = {r["file"]: r["reason"] for r in rows if r["reason"].startswith("unreadable")}
         assert {"Female/truncated.png", "Female/empty.jpg", "Male/junk.png", "unlabeled/deep/notes.md"} <= set(bad), bad
+
+
+def test_submit_answers_with_the_job_id_and_the_task_runs_that_job(server, datasets):
+    """The client learns a folder job's id from the submit's answer (it used to derive it with the
+    server's own function): the id it gets is the one progress and the result report; a caller's
+    own id is kept; a path outside the roots still fails in the task, with its message."""
+    r = httpx.post(f"{server.url}/filter_dataset/submit", json={"dataset": str(datasets / "real"), "threshold": 0.7})
+    assert r.status_code == 200 and r.json()["task_id"] and r.json()["job_id"], r.text
+    job_id = r.json()["job_id"]
+    assert _wait_task(server, r.json()["task_id"]) == "completed"
+    result = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": r.json()["task_id"]}).json()
+    assert result["summary"]["job_id"] == job_id
+    assert httpx.get(f"{server.url}/job_progress", params={"job_id": job_id}).json()["complete"]
+    mine = httpx.post(f"{server.url}/filter_dataset/submit",
+                      json={"dataset": str(datasets / "real"), "threshold": 0.7, "job_id": "my-own-job"})
+    assert mine.json()["job_id"] == "my-own-job"
+    assert _wait_task(server, mine.json()["task_id"]) == "completed"
+    out = httpx.post(f"{server.url}/filter_dataset/submit", json={"dataset": "/etc", "threshold": 0.7})
+    assert out.status_code == 200 and "job_id" not in out.json()
+    assert _wait_task(server, out.json()["task_id"]) == "failed"
+    got = httpx.get(f"{server.url}/filter_dataset/get", params={"task_id": out.json()["task_id"]})
+    assert got.status_code == 403 and "outside the allowed dataset roots" in got.text

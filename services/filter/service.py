@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -254,9 +255,88 @@ async def _progress(svc: FilterService, job_id: str) -> dict:
     return svc.core.progress(job_id)
 
 
+class JobIdOnSubmit:
+    """POST /filter_dataset/submit answers with the job's id beside BentoML's task id, so a client
+    can follow /job_progress without knowing how the server names jobs: the id is settled here
+    (the caller's, or derived from dataset, threshold and model) and handed to the task with the
+    request, so the task runs exactly that job. A request the id cannot be settled for passes on
+    untouched, and the task answers it with its error."""
+
+    ROUTE = "/filter_dataset/submit"
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self.ROUTE:
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        job_id = self._job_id(body)
+        if job_id is not None:
+            body = json.dumps({**json.loads(body), "job_id": job_id}).encode()
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def capture(message) -> None:
+            nonlocal start
+            if job_id is None:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                start = message
+            else:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await self._answer(send, start, b"".join(chunks), job_id)
+
+        await self.app(scope, replay, capture)
+
+    @staticmethod
+    def _job_id(body: bytes) -> str | None:
+        from services.core.bento import INSTANCES
+
+        svc = INSTANCES.get("filter")
+        try:
+            request = json.loads(body)
+            if svc is None or not isinstance(request, dict) or not isinstance(request.get("dataset"), str):
+                return None
+            threshold = float(request.get("threshold", DEFAULT_THRESHOLD))
+            root = resolve_dataset(request["dataset"], svc.core.allowed_roots)
+            return check_job_id(str(request.get("job_id") or "") or svc.core.job_id(root, threshold))
+        except (ValueError, TypeError, PermissionError):
+            return None
+
+    @staticmethod
+    async def _answer(send, start: dict, body: bytes, job_id: str) -> None:
+        if start["status"] == 200:
+            with contextlib.suppress(ValueError, TypeError):
+                body = json.dumps({**json.loads(body), "job_id": job_id}).encode()
+        headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 # bodies over the limit are refused (413) before BentoML reads them; an archive upload has its own
 forbid_unknown_fields(FilterService)
 FilterService.add_asgi_middleware(ProgressByGet)
+FilterService.add_asgi_middleware(JobIdOnSubmit)
 FilterService.add_asgi_middleware(Unready, service="filter")
 FilterService.add_asgi_middleware(BodyLimit, service="filter",
                                   large={"/filter_archive": limit_from_env("filter", "MAX_UPLOAD_BYTES", 2 * 2**30)})
