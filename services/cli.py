@@ -48,7 +48,8 @@ def _image_path(ctx, param, value: Path) -> Path:
 def _count_files(root: Path) -> int | None:
     """The progress bar's total: the files a job decides on, by the shared layout rules (with the
     seed layout, labels and configs at the root are not images of the set)."""
-    from services.shared.dataset import DatasetError, open_dataset
+    from services.shared.dataset import DatasetError
+    from services.shared.layouts import open_dataset
 
     try:
         ds = open_dataset(root, verify=False, any_folder=True)

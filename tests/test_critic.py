@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from services.shared.conditions import CONDITIONS
-from services.shared.dataset import open_dataset
 from services.shared.labels import read_conditions_csv
+from services.shared.layouts import open_dataset
 from training import config as config_io
 from training.data.loader import load_images
 from training.data.preprocess import Preprocess

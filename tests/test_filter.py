@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.shared.dataset import open_dataset
+from services.shared.layouts import open_dataset
 from training import calibration
 from training import config as config_io
 from training.export import ExportParityError, check_parity, export_model

@@ -157,7 +157,7 @@ def test_attributes_refuses_a_partly_labelled_sheet_unless_asked(dataset, tmp_pa
 def test_celeba_sheet_suggests_the_dataset_labels_then_the_model(tmp_path, synth_root):
     """On CelebA the sheet starts from its coarse eyes, mouth and hair colour, and from the shipped
     attribute model for background and head; only a confirmation writes a row."""
-    from services.shared.dataset import open_dataset
+    from services.shared.layouts import open_dataset
     from tests.test_layouts import _celeba
     from training.labelling.sheet import Sheet, model_suggestions
 

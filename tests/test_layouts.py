@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.shared.dataset import DatasetError, open_dataset
+from services.shared.dataset import DatasetError
 from services.shared.images import InvalidImage as UnreadableImage
 from services.shared.images import read as load_rgb
 from services.shared.labels import LabelFileError, first_n_female, read_conditions_csv
+from services.shared.layouts import open_dataset
 
 
 def _png(path: Path, value: int = 128, size=(20, 24), mode="RGB") -> None:

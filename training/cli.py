@@ -99,7 +99,7 @@ def samples(out, seed, rows, cols, sweep, zoom) -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True, help="open every image header")
 def inspect(root, verify) -> None:
     """Recognise a dataset's layout and list what would be skipped."""
-    from services.shared.dataset import open_dataset
+    from services.shared.layouts import open_dataset
 
     try:
         ds = open_dataset(root, verify=verify)

@@ -9,7 +9,7 @@ import click
 
 
 def _open(data: Path):
-    from services.shared.dataset import open_dataset
+    from services.shared.layouts import open_dataset
 
     try:
         return open_dataset(data)

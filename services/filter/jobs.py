@@ -26,7 +26,8 @@ import numpy as np
 
 from services.core.errors import BadRequest, Forbidden
 from services.shared import images as imgs
-from services.shared.dataset import Dataset, DatasetError, has_layout, open_dataset
+from services.shared.dataset import Dataset, DatasetError
+from services.shared.layouts import has_layout, open_dataset
 from services.shared.selection import (
     DEFAULT_THRESHOLD,
     Decision,

@@ -1,7 +1,7 @@
 """A dataset on disk, whatever its layout: records with optional gender and condition labels.
 
-`open_dataset(root)` recognises the layouts in `folders.py` (the seed's Female/Male/unlabeled)
-and `celeba.py`. Files that cannot be used are listed in `Dataset.problems`, never fatal; a
+`layouts.open_dataset(root)` recognises the layouts in `folders.py` (the seed's
+Female/Male/unlabeled) and `celeba.py`. Files that cannot be used are listed in `Dataset.problems`, never fatal; a
 dataset that is malformed as a whole (missing folders or annotation files) raises DatasetError.
 """
 
@@ -82,36 +82,8 @@ class Dataset:
         return text
 
 
-def has_layout(root: Path) -> bool:
-    """Whether `root` holds one of the layouts (the seed's folders, CelebA)."""
-    from services.shared import celeba, folders
-
-    return celeba.looks_like(root) or folders.looks_like(root)
-
-
-def open_dataset(root: Path | str, verify: bool = True, any_folder: bool = False) -> Dataset:
-    """Open a dataset in any supported layout (detected from what is on disk). With `any_folder`,
-    a folder in neither layout is a set of unlabelled images (every image file under it), and the
-    seed's layout may lack Female/ or Male/: what a filter job accepts, where training needs both
-    genders labelled and says so."""
-    from services.shared import celeba, folders
-
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found")
-    if celeba.looks_like(root):
-        return celeba.open_celeba(root, verify=verify)
-    if folders.looks_like(root):
-        return folders.open_folders(root, verify=verify, partial=any_folder)
-    if any_folder:
-        return open_unlabelled(root, verify=verify)
-    raise DatasetError(
-        f"{root}: unrecognised dataset layout. Expected either <root>/Female/ and <root>/Male/ "
-        f"(optionally <root>/unlabeled/), or CelebA's <root>/img_align_celeba/ with list_attr_celeba.txt"
-    )
-
-
 def open_unlabelled(root: Path, verify: bool = True) -> Dataset:
+    """Any folder as a set of unlabelled images (every image file under it)."""
     from services.shared.images import file_problem
 
     paths, problems = find_images(root, recursive=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.shared.dataset import open_dataset
+from services.shared.layouts import open_dataset
 from tests.real_images import build_real_smoke
 from training.calibration import ece, roc_auc
 from training.data.loader import load_images

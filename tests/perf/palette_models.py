@@ -25,7 +25,7 @@ from PIL import Image
 
 from services.core.exports import load_session, run_images
 from services.shared.conditions import CONDITIONS
-from services.shared.dataset import open_dataset
+from services.shared.layouts import open_dataset
 from training.calibration import ece, roc_auc
 from training.train_filter import TRAIN_PRESETS, load_splits
 
