@@ -58,6 +58,23 @@ def test_tiny_critic_separates_real_from_generated(faces, tmp_path):
     torch.testing.assert_close(realness, torch.sigmoid(logits.mean(dim=(1, 2))))
 
 
+def test_wrong_regions_are_labelled_generated_where_the_box_is():
+    from training.train_critic import wrong_regions
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randint(60, 200, (6, 64, 64, 3), generator=gen, dtype=torch.uint8)
+    fake = torch.full((6, 64, 64, 3), 30, dtype=torch.uint8)
+    mixed, target = wrong_regions(real, fake, 8, (16, 16), gen)
+    assert mixed.shape == real.shape and target.shape == (6, 8, 8)
+    for i in range(6):
+        changed = (mixed[i] != real[i]).any(-1).float()
+        cells = 1.0 - torch.nn.functional.avg_pool2d(changed[None, None], 8)[0, 0]
+        assert changed.sum() > 0
+        # where the face was made wrong the target says generated (noise may leave a pixel as it was)
+        assert torch.all(target[i] <= cells + 0.05) and 0.0 <= target[i].min() < 1.0 and target[i].max() == 1.0
+    assert torch.all(mixed[0][mixed[0] != real[0]] == 30)  # the first third: a generated region pasted in
+
+
 def test_folding_spectral_norm_keeps_the_outputs(faces):
     critic = Critic(CRITIC_PRESETS["tiny"]).eval()
     x = torch.from_numpy(faces["train"][0][:4])
@@ -100,7 +117,8 @@ def test_condition_consistency_term_is_live():
     assert torch.isclose(heavy["loss"] - off["loss"], 1e4 * parts["condition"], rtol=1e-3)
 
 
-def test_tiny_chain_trains_evaluates_and_exports(synth_root, tmp_path):
+@pytest.mark.parametrize("retouch", ["projection", "simgan"])
+def test_tiny_chain_trains_evaluates_and_exports(synth_root, two_stage, tmp_path, retouch):
     import onnxruntime as ort
 
     from training.cli_critic import train_and_export
@@ -111,14 +129,24 @@ def test_tiny_chain_trains_evaluates_and_exports(synth_root, tmp_path):
     RunFolder(att_run, att_cfg).close()
     torch.save(AttributeNet(att_cfg.model).state_dict(), att_run / "model.pt")
     exports = tmp_path / "exports"
-    report = train_and_export(synth_root, synth_root / "labels.csv", GENERATOR, att_run, None, TRAIN_PRESETS["tiny"],
-                              tmp_path / "run", exports / "critic" / "1", exports / "refiner" / "1", echo=lambda _: None)
+    cfg = config_io.override(TRAIN_PRESETS["tiny"], {"retouch": retouch})
+    report = train_and_export(synth_root, synth_root / "labels.csv", GENERATOR, att_run, None, cfg,
+                              tmp_path / "run", exports / "critic" / "1", exports / "refiner" / "1", echo=lambda _: None,
+                              autoencoder=two_stage / "runs" / "autoencoder")
     assert report["critic_b_held_out"]["n_real"] > 0 and 0 <= report["retouch"]["fraction_changed"] <= 1
     assert Path(report["grid"]).stat().st_size > 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["retouch"] == report["retouch"]
     sig = json.loads((exports / "refiner" / "1" / "signature.json").read_text())
-    assert sig["outputs"][0]["name"] == "retouched" and sig["retouch"]["flag_below"] == 0.5
+    assert sig["outputs"][0]["name"] == "retouched"
+    if retouch == "projection":
+        # calibrated on real faces critic A never saw: the largest flag_below within the budget
+        cal = report["retouch"]["calibration"]
+        assert sig["retouch"]["kind"] == "projection" and sig["retouch"]["flag_below"] == cal["flag_below"]
+        within = [t for t in cal["tried"] if t["real_change"] <= cfg.real_change_max]
+        assert within == [] and cal["flag_below"] == 0.0 or within[0]["flag_below"] == cal["flag_below"]
+    else:
+        assert sig["retouch"]["flag_below"] == 0.5
     sess = ort.InferenceSession(str(exports / "critic" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     realness, realness_map = sess.run(None, {"images": np.zeros((2, 64, 64, 3), np.uint8)})
     assert realness.shape == (2,) and realness_map.shape == (2, 8, 8)
@@ -132,3 +160,43 @@ def test_pixel_change_counts_pixels_not_channels():
     got = pixel_change(a, b)
     assert got["fraction_changed"] == pytest.approx(1 / 16)
     assert got["mean_abs_change"] == pytest.approx((27 + 8) / 48)
+
+
+def _procedural_faces(synth_root, n: int = 24) -> np.ndarray:
+    ds = open_dataset(synth_root)
+    images, _, _ = load_images([r for r in ds.records if r.female][:n], Preprocess(64, 64))
+    return images
+
+
+def test_the_shipped_critic_flags_a_pasted_defect_where_it_is(synth_root):
+    """Real faces with their eye band smeared or noised: the shipped critic's map drops inside the
+    band, not elsewhere (it learned where things go wrong, not only "generated" as a whole)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(REPO / "exports" / "critic" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    faces = _procedural_faces(synth_root)
+    band = (slice(20, 36), slice(12, 52))  # rows, columns of the eyes on an aligned 64 px face
+    noised = faces.astype(np.float64)
+    noised[:, band[0], band[1]] += np.random.default_rng(0).normal(0, 40, noised[:, band[0], band[1]].shape)
+    noised = np.clip(noised, 0, 255)
+    from training.train_critic import _blur
+
+    smeared = faces.copy()
+    smeared[:, band[0], band[1]] = np.round(_blur(torch.from_numpy(faces).float(), 3.0).numpy()[:, band[0], band[1]])
+    _, before = sess.run(None, {"images": faces})
+    cells = np.zeros((8, 8), bool)
+    cells[20 // 8 : 36 // 8 + 1, 12 // 8 : 52 // 8] = True
+    for defect in (noised, smeared):
+        _, after = sess.run(None, {"images": defect.astype(np.uint8)})
+        drop = (before - after).mean(axis=0)
+        assert drop[cells].mean() > 0.1 and drop[cells].mean() > 3 * max(drop[~cells].mean(), 0.0), np.round(drop, 2)
+
+
+def test_the_shipped_retouch_leaves_real_faces_nearly_alone_and_keeps_their_size(synth_root):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(REPO / "exports" / "refiner" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    faces = _procedural_faces(synth_root)
+    out = sess.run(None, {"images": faces})[0]
+    assert out.shape == faces.shape and out.dtype == np.uint8
+    assert pixel_change(faces, out)["mean_abs_change"] < 1.5

@@ -119,10 +119,12 @@ def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, for
               train(generator_cmd, "generator", conditions_csv=cond, autoencoder_run=runs / "autoencoder",
                     attribute_export=ex["attributes"], export_dir=ex["generator"], encoder_dir=ex["encoder"]),
               runs / "generator"),
-        Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt"],
+        Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt",
+                                 runs / "autoencoder" / "model.pt"],
               lambda: [ex["critic"], ex["refiner"]],
               train(critic_cmd, "critic", conditions_csv=cond, generator_export=ex["generator"],
                     attributes_run=runs / "attributes", attribute_export=ex["attributes"],
+                    autoencoder=runs / "autoencoder",
                     export_critic=ex["critic"], export_refiner=ex["refiner"]), runs / "critic"),
     ]
     if synth_n is not None and not (data / "synth_config.json").exists():

@@ -15,7 +15,8 @@ GENERATED_SEEDS = {"a": 0, "b": 1_000_000, "eval": 2_000_000}  # disjoint genera
 
 def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, attributes_run: Path,
                      attribute_export: Path | None, cfg, out: Path, critic_export: Path | None,
-                     refiner_export: Path | None, echo=print) -> dict:
+                     refiner_export: Path | None, echo=print, autoencoder: Path | None = None,
+                     judge_export: Path | None = None) -> dict:
     import numpy as np
     from tqdm import tqdm
 
@@ -26,10 +27,22 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
     from training.eval_critic import before_after_grid, retouch_report, separation
     from training.export import export_model
     from training.generated import OnnxGenerator
-    from training.models.refiner import Retouch
+    from training.models.refiner import ProjectionRetouch, Retouch
     from training.run_state import RunFolder
     from training.train_attributes import load_trained as load_attributes
-    from training.train_critic import critic_export_spec, refiner_export_spec, train_critic, train_refiner
+    from training.train_critic import (
+        calibrate_projection,
+        critic_export_spec,
+        projection_export_spec,
+        refiner_export_spec,
+        train_critic,
+        train_refiner,
+    )
+
+    if cfg.retouch not in ("projection", "simgan"):
+        raise click.ClickException(f"retouch must be projection or simgan, got {cfg.retouch!r}")
+    if cfg.retouch == "projection" and autoencoder is None:
+        raise click.ClickException("the projection retouch needs the generator's autoencoder (--autoencoder DIR)")
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -58,7 +71,8 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
          f"({len(problems)} unreadable); generated: {cfg.generated} per critic, {cfg.eval_faces} held out")
     timings["data_s"] = time.perf_counter() - t0
 
-    runs = {k: RunFolder(out / k, cfg) for k in ("critic_a", "refiner", "critic_b")}
+    stages = ("critic_a", "refiner", "critic_b") if cfg.retouch == "simgan" else ("critic_a", "critic_b")
+    runs = {k: RunFolder(out / k, cfg) for k in stages}
 
     def stage(name: str, steps: int, fn):
         t = time.perf_counter()
@@ -70,14 +84,26 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
     critic_a = stage("critic_a", cfg.critic_steps,
                      lambda p: train_critic(real["a"], fake["a"], cfg, runs["critic_a"], cfg.seed, p))
     attributes, _ = load_attributes(attributes_run)
-    refiner = stage("refiner", cfg.refiner_steps,
-                    lambda p: train_refiner(critic_a, attributes, real["a"], fake["a"], cfg, runs["refiner"], p))
+    if cfg.retouch == "simgan":
+        refiner = stage("refiner", cfg.refiner_steps,
+                        lambda p: train_refiner(critic_a, attributes, real["a"], fake["a"], cfg, runs["refiner"], p))
     critic_b = stage("critic_b", cfg.critic_steps,
                      lambda p: train_critic(real["b"], fake["b"], cfg, runs["critic_b"], cfg.independent_seed, p))
 
     t = time.perf_counter()
     critic_a, critic_b = critic_a.folded(), critic_b.folded()
-    retoucher = Retouch(refiner, critic_a).eval()
+    calibration = None
+    if cfg.retouch == "simgan":
+        retoucher = Retouch(refiner, critic_a).eval()
+    else:
+        from training.cli_generator import load_autoencoder
+
+        retoucher = ProjectionRetouch(critic_a, load_autoencoder(autoencoder), cfg.projection).eval()
+        # on real faces critic A never saw (critic B's split), not the held-out ones reported on
+        projection, tried = calibrate_projection(retoucher, real["b"][:500], cfg.real_change_max)
+        retoucher = ProjectionRetouch(critic_a, retoucher.autoencoder, projection).eval()
+        calibration = {"flag_below": projection.flag_below, "tried": tried, "real_change_max": cfg.real_change_max}
+        echo(f"projection retouch: flag_below {projection.flag_below} (real faces changed ≤ {cfg.real_change_max}/255)")
     if attribute_export is not None and attribute_export.exists():
         from training.select import OnnxImageModel
 
@@ -89,7 +115,14 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
             return predict(attributes, x)
     report = {"critic_a_held_out": separation(critic_a, real["eval"], fake["eval"]),
               "critic_b_held_out": separation(critic_b, real["eval"], fake["eval"])}
-    report["retouch"], after = retouch_report(retoucher, critic_b, fake["eval"], real["eval"], measure)
+    independent = None
+    if judge_export is not None and judge_export.exists():
+        from training.select import OnnxImageModel
+
+        independent = OnnxImageModel(judge_export)
+    report["retouch"], after = retouch_report(retoucher, critic_b, fake["eval"], real["eval"], measure, independent)
+    if calibration is not None:
+        report["retouch"]["calibration"] = calibration
     report["grid"] = str(before_after_grid(critic_b, fake["eval"], after, out / "retouch_before_after.png"))
     timings["evaluate_s"] = time.perf_counter() - t
     report["timings"] = timings
@@ -106,8 +139,12 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
                          {**card, "config": config_io.to_dict(cfg.critic), "which": "independent critic B"})
         echo(f"exported critic to {critic_export} ({c['onnx_bytes'] / 1e6:.2f} MB)")
     if refiner_export is not None:
-        c = export_model(retoucher, refiner_export_spec(cfg.refiner, refiner_export.name), refiner_export,
-                         {**card, "config": config_io.to_dict(cfg), "which": "refiner + critic A (flags regions)"})
+        spec = (refiner_export_spec(cfg.refiner, refiner_export.name) if cfg.retouch == "simgan"
+                else projection_export_spec(retoucher.cfg, cfg.critic.image_size, refiner_export.name))
+        which = ("refiner + critic A (flags regions)" if cfg.retouch == "simgan"
+                 else "critic A (flags regions) + the generator's autoencoder (projects them)")
+        c = export_model(retoucher, spec, refiner_export, {**card, "config": config_io.to_dict(cfg), "which": which,
+                                                           "autoencoder": None if autoencoder is None else str(autoencoder)})
         echo(f"exported refiner to {refiner_export} ({c['onnx_bytes'] / 1e6:.2f} MB)")
     return report
 
@@ -123,6 +160,12 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
               help="trained attribute model (PyTorch, for the condition-consistency gradient)")
 @click.option("--attributes", "attribute_export", type=click.Path(file_okay=False, path_type=Path),
               default=Path("exports/attributes/1"), show_default=True, help="measures condition drift")
+@click.option("--autoencoder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path("training/checkpoints/generator_v2/decoder"), show_default=True,
+              help="the generator's autoencoder (model.pt + config.json), which the projection retouch projects onto")
+@click.option("--judge", "judge_export", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("exports/judge/1"), show_default=True,
+              help="an independent attribute judge (used when present) for the condition drift of the retouch")
 @click.option("--preset", type=click.Choice(["tiny", "default"]), default="default", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config field, e.g. refiner_steps=300")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/critic"), show_default=True)
@@ -130,8 +173,8 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
               help="e.g. exports/critic/1")
 @click.option("--export-refiner", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="e.g. exports/refiner/1")
-def critic_cmd(data, conditions_csv, generator_export, attributes_run, attribute_export, preset, overrides, out,
-               export_critic, export_refiner) -> None:
+def critic_cmd(data, conditions_csv, generator_export, attributes_run, attribute_export, autoencoder, judge_export, preset,
+               overrides, out, export_critic, export_refiner) -> None:
     """Train the critic and the refiner; report the retouch as judged by an independent critic."""
     from training import config as config_io
     from training.train_critic import TRAIN_PRESETS
@@ -144,5 +187,6 @@ def critic_cmd(data, conditions_csv, generator_export, attributes_run, attribute
     if not conditions_csv.exists():
         raise click.ClickException(f"{conditions_csv} not found (run `facegen-train label` first)")
     report = train_and_export(data, conditions_csv, generator_export, attributes_run, attribute_export, cfg, out,
-                              export_critic, export_refiner, echo=click.echo)
+                              export_critic, export_refiner, echo=click.echo, autoencoder=autoencoder,
+                              judge_export=judge_export)
     click.echo(json.dumps(report, indent=2))

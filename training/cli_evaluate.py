@@ -23,16 +23,18 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write the report here as JSON (the table goes to stdout)")
+@click.option("--retouch", "retouch_export", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="a refiner export: the first temperature's faces are judged once more after its retouch")
 @click.option("--samples", "samples_png", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write 64 of the judged samples here as a PNG grid")
-def evaluate_generator_cmd(export_dir, real_dir, judge_dir, n, temperatures, seed, out, samples_png) -> None:
+def evaluate_generator_cmd(export_dir, real_dir, judge_dir, n, temperatures, seed, out, retouch_export, samples_png) -> None:
     """Judge an exported generator's faces with judges that took no part in training it."""
     from training.quality.benchmark import BenchmarkConfig, evaluate, table
 
     cfg = BenchmarkConfig(n=n, temperatures=tuple(temperatures), seed=seed)
     try:
         report = evaluate(export_dir, real_dir, judge_dir, cfg, log=lambda m: click.echo(m, err=True),
-                          samples_png=samples_png)
+                          samples_png=samples_png, retouch_export=retouch_export)
     except (ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(table(report))

@@ -55,10 +55,22 @@ def pixel_change(before: np.ndarray, after: np.ndarray) -> dict:
     return {"mean_abs_change": float(d.mean()), "fraction_changed": float((d.max(axis=-1) > CHANGED).mean())}
 
 
+def change_inside_flagged(model, before: np.ndarray, after: np.ndarray) -> float:
+    """The share of the retouch's absolute change that falls in regions the retouch's own critic
+    calls generated (realness < 0.5), pixels weighted by how far they moved."""
+    with torch.no_grad():
+        maps = torch.cat([model.critic(torch.from_numpy(before[i : i + 256]))[1] for i in range(0, len(before), 256)])
+    flagged = (upsample_map(maps, before.shape[1])[:, 0] < 0.5).numpy()[..., None]
+    change = np.abs(after.astype(np.float64) - before)
+    return float((change * flagged).sum() / max(change.sum(), 1e-9))
+
+
 def retouch_report(model: Retouch, judge: Critic, generated: np.ndarray, real: np.ndarray,
-                   measure: Callable[[np.ndarray], np.ndarray]) -> tuple[dict, np.ndarray]:
+                   measure: Callable[[np.ndarray], np.ndarray],
+                   independent: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[dict, np.ndarray]:
     """Figures for the retouch of held-out generated faces (and of real ones, which should barely
-    move); also returns the retouched generated faces."""
+    move); also returns the retouched generated faces. `independent`: an attribute judge that
+    took no part in training anything here, for the condition drift it sees."""
     after = retouch(model, generated)
     before_r, after_r = score(judge, generated)[0], score(judge, after)[0]
     drift = np.abs(measure(after) - measure(generated)).mean(axis=0)
@@ -70,7 +82,12 @@ def retouch_report(model: Retouch, judge: Critic, generated: np.ndarray, real: n
         **pixel_change(generated, after),
         "condition_drift_mae": float(drift.mean()),
         "condition_drift_per_condition": drift.tolist(),
+        "change_inside_flagged": change_inside_flagged(model, generated, after),
     }
+    if independent is not None:
+        judged = np.abs(independent(after) - independent(generated)).mean(axis=0)
+        report["independent_condition_drift_mae"] = float(judged.mean())
+        report["independent_condition_drift_per_condition"] = judged.tolist()
     if len(real):
         report["real_images"] = pixel_change(real, retouch(model, real))
     return report, after

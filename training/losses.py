@@ -149,10 +149,12 @@ class SpectralRegularizer(nn.Module):
         return total
 
 
-def patch_bce(patch_logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """Mean binary cross-entropy over every region of a [N, R, R] logit map."""
-    target = torch.ones_like(patch_logits) if real else torch.zeros_like(patch_logits)
-    return F.binary_cross_entropy_with_logits(patch_logits, target)
+def patch_bce(patch_logits: torch.Tensor, real: bool | torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over every region of a [N, R, R] logit map; the target is all
+    real, all generated, or a map of how real each region is."""
+    if not isinstance(real, torch.Tensor):
+        real = torch.ones_like(patch_logits) if real else torch.zeros_like(patch_logits)
+    return F.binary_cross_entropy_with_logits(patch_logits, real)
 
 
 def refiner_losses(refined: torch.Tensor, inputs: torch.Tensor, critic: nn.Module, attributes: nn.Module,

@@ -86,3 +86,48 @@ class Retouch(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _, realness_map = self.critic(images)
         return torch.round(self.refiner(images, realness_map)).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    # regions the flagging critic scores at or above flag_below stay untouched; at flag_below − ramp
+    # and below they take the whole projection, linearly in between
+    flag_below: float = 0.6
+    ramp: float = 0.2
+    iterations: int = 1  # projections in a row (each costs one encoder and one decoder pass)
+
+
+class ProjectionRetouch(nn.Module):
+    """Retouch by projection: where the flagging critic's map says fake, the face is replaced by
+    its projection onto the generator's own autoencoder, decode(encode(x)), in proportion to how
+    fake the region looks. A sample of the prior decodes latents the encoder would not have made;
+    encoding it again lands on latents of the kind the decoder was trained on, whose decoding is
+    closer to real faces (tests/perf/RESULTS.md has the measurements), while the face, its
+    conditions and the regions the critic accepts are kept. Pure feed-forward: critic, encoder
+    and decoder in one graph, uint8 NHWC in and out."""
+
+    def __init__(self, critic: Critic, autoencoder: nn.Module, cfg: ProjectionConfig) -> None:
+        super().__init__()
+        self.critic, self.autoencoder, self.cfg = critic, autoencoder, cfg
+
+    def gate(self, realness_map: torch.Tensor, size: int) -> torch.Tensor:
+        """How much of the projection each pixel takes, NHWC [N, H, W, 1]."""
+        r = upsample_map(realness_map, size).permute(0, 2, 3, 1)
+        return torch.clamp((self.cfg.flag_below - r) / self.cfg.ramp, 0.0, 1.0)
+
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)), iterated; float NHWC in [0, 255]."""
+        y = images.float()
+        for _ in range(self.cfg.iterations):
+            y = (self.autoencoder.decode(self.autoencoder.encode(y)).permute(0, 2, 3, 1) + 1.0) * 127.5
+        return y
+
+    def refine(self, images: torch.Tensor) -> torch.Tensor:
+        """Retouched float images in [0, 255]."""
+        x = images.float()
+        _, realness_map = self.critic(x)
+        w = self.gate(realness_map, x.shape[1])
+        return torch.clamp(x + w * (self.project(x) - x), 0.0, 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.round(self.refine(images)).to(torch.uint8)

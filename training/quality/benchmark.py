@@ -155,9 +155,11 @@ def sample_figures(generate, j: Judges, cfg: BenchmarkConfig, t: float, samples_
 
 
 def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: BenchmarkConfig = BenchmarkConfig(),
-             log=print, samples_png: Path | None = None) -> dict:
+             log=print, samples_png: Path | None = None, retouch_export: Path | None = None) -> dict:
     """Every figure of the benchmark for `generator_export` (drawn through ONNX Runtime, as the
-    sampler service draws), with its references (a dict)."""
+    sampler service draws), with its references (a dict). With `retouch_export` (a refiner
+    export), the same faces at the first temperature once more after the retouch, as the
+    column "<T> retouched"."""
     from training.generated import OnnxGenerator
 
     j = judges(real_dir, judge_export, cfg, log)
@@ -168,6 +170,14 @@ def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: Be
         s = sample_figures(gen, j, cfg, t, samples_png if i == 0 else None)
         report["samples"][str(t)] = s
         log(f"T = {t}: FD {s['fd']:.1f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, Haar {s['haar']:.3f}")
+    if retouch_export is not None:
+        from training.select import OnnxImageModel
+
+        retouch, t = OnnxImageModel(retouch_export), cfg.temperatures[0]
+        s = sample_figures(lambda c, temp, seeds: retouch(gen(c, temp, seeds)), j, cfg, t)
+        report["samples"][f"{t} retouched"] = {**s, "retouch": str(retouch_export)}
+        log(f"T = {t} retouched: FD {s['fd']:.1f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
+            f"Haar {s['haar']:.3f}")
     report["goals"] = goals(report)
     return report
 
