@@ -7,9 +7,11 @@ import pytest
 from training.data.synth_dataset import SynthDatasetConfig, write_synth_dataset
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A real headless chromium driven by Playwright (skipped, saying why, without one)."""
+    """A real headless chromium driven by Playwright (skipped, saying why, without one). One per
+    module: Playwright's sync API keeps an event loop running in this thread while it is open, and
+    every later test that calls asyncio.run would fail."""
     from tests.browser import launch_browser
 
     yield from launch_browser()
