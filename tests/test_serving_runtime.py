@@ -135,7 +135,7 @@ def test_without_the_arena_batches_never_shrink_but_the_model_still_settles(monk
     assert model.run_options(model.session) is None and model._settle_timer is not None
     model._run(x, model.session)
     assert not model._owed  # no arena: nothing to shrink
-    deadline = time.monotonic() + 5
-    while not trimmed and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5  # (another test's model may settle meanwhile: wait for this one's timer)
+    while (not trimmed or model._settle_timer is not None) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert trimmed and model._settle_timer is None
