@@ -17,6 +17,9 @@ source deploy/env.sh
 # under it keeps the peak memory of its largest request for ever (tests/perf/service_memory.py)
 unset MALLOC_MMAP_MAX_ MALLOC_TRIM_THRESHOLD_
 out="$(mkdir -p "${FACEGEN_OUT:-runs/main}" && cd "${FACEGEN_OUT:-runs/main}" && pwd)"
+# the demo's filter job starts afresh each run (seconds): a job folder an older facegen wrote is
+# refused by the service, rightly, and must not stop the demo
+rm -rf "$out/jobs"
 set -a
 # shellcheck disable=SC1091
 source <(grep -v '^#' deploy/ports.env | sed 's/^\([A-Z_]*\)=\(.*\)$/\1=${\1:-\2}/')
