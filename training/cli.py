@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from pathlib import Path
 
 import click
@@ -19,46 +17,6 @@ def main() -> None:
     from training.allocator import hold_freed_memory
 
     hold_freed_memory()
-
-
-@main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="dataset folder to write")
-@click.option("--n", type=click.IntRange(min=1), default=10_000, show_default=True, help="number of images")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--size", type=click.IntRange(min=16), default=64, show_default=True, help="image side in pixels")
-@click.option("--hand-labels", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="N: hand_labels.csv holds the first N female images by file name")
-@click.option("--unlabeled-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True)
-@click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="probability that a labelled image sits in the wrong gender folder")
-@click.option("--cue-spread", type=click.FloatRange(min=0.0), default=0.3, show_default=True,
-              help="spread of the gender cues around their means; larger means more overlap")
-@click.option("--colours", type=click.IntRange(0, 256), default=0, show_default=True,
-              help="0: full-colour PNGs (~4.3 KB a face); K ≥ 2: a palette of K colours per image "
-                   "(16: ~0.9 KB, posterised; 10,000 faces in ~9 MB)")
-@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
-def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, colours, workers) -> None:
-    """Render the procedural face set in the seed's layout, with ground truth."""
-    from tqdm import tqdm
-
-    from training.data.synth_dataset import SynthDatasetConfig, write_synth_dataset
-    from training.data.synthetic import SynthConfig
-
-    try:
-        cfg = SynthDatasetConfig(
-            n=n, seed=seed, unlabeled_fraction=unlabeled_fraction, label_noise=label_noise,
-            hand_labels=hand_labels, colours=colours, render=SynthConfig(size=size, cue_spread=cue_spread),
-        )
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    t0 = time.perf_counter()
-    with tqdm(total=n, unit="img", desc="synth") as bar:
-        placed = write_synth_dataset(out, cfg, workers=workers, progress=bar.update)
-    dt = time.perf_counter() - t0
-    counts = {k: sum(p.file.startswith(k) for p in placed) for k in ("Female/", "Male/", "unlabeled/")}
-    size_mb = sum(f.stat().st_size for f in out.rglob("*.png")) / 2**20
-    click.echo(f"wrote {n} images to {out} in {dt:.1f} s ({n / dt:.0f} img/s, {size_mb:.1f} MB): "
-               + ", ".join(f"{k.rstrip('/')} {v}" for k, v in counts.items()))
 
 
 @main.command()
@@ -122,9 +80,10 @@ from training.cli_filter import filter_cmd, select_cmd  # noqa: E402
 from training.cli_generator import generator_cmd  # noqa: E402
 from training.cli_generator_pixel import generator_pixel_cmd  # noqa: E402
 from training.cli_label_ui import label_ui_cmd  # noqa: E402
+from training.cli_synth import synth  # noqa: E402
 
-for _cmd in (filter_cmd, select_cmd, hand_labels_cmd, label_ui_cmd, attributes_cmd, label_cmd, autoencoder_cmd, generator_cmd,
-             decoder_cmd, generator_pixel_cmd, evaluate_generator_cmd, critic_cmd, all_cmd):
+for _cmd in (synth, filter_cmd, select_cmd, hand_labels_cmd, label_ui_cmd, attributes_cmd, label_cmd, autoencoder_cmd,
+             generator_cmd, decoder_cmd, generator_pixel_cmd, evaluate_generator_cmd, critic_cmd, all_cmd):
     main.add_command(_cmd)
 
 if __name__ == "__main__":

@@ -85,12 +85,12 @@ def stage_overrides(overrides: tuple[str, ...]) -> dict[str, list[str]]:
 @click.pass_context
 def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, force) -> None:
     """Run the whole training chain; regenerate every export; skip up-to-date stages."""
-    from training.cli import synth
     from training.cli_attributes import attributes_cmd, label_cmd
     from training.cli_autoencoder import autoencoder_cmd
     from training.cli_critic import critic_cmd
     from training.cli_filter import filter_cmd, select_cmd
     from training.cli_generator import generator_cmd
+    from training.cli_synth import synth
 
     per_stage = stage_overrides(overrides)
     unknown = set(per_stage) - {"synth", "filter", "attributes", "autoencoder", "generator", "critic"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from training.cli_filter import _open, step_progress
+from training.cli_common import open_dataset_or_exit, step_progress
 
 
 @click.command("attributes")
@@ -43,7 +43,7 @@ def attributes_cmd(data, hand_labels, allow_partial, preset, overrides, out, exp
         run = RunFolder(out, cfg)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    ds = _open(data)
+    ds = open_dataset_or_exit(data)
     with tqdm(total=len(hand), unit="img", desc="decode") as bar:
         labelled, problems = load_labelled(ds, hand, sorted(hand), cfg, progress=bar.update)
     for p in problems[:20]:
@@ -110,7 +110,7 @@ def label_cmd(data, selection, model_dir, out) -> None:
     from training.label import label, write
     from training.select import OnnxImageModel
 
-    ds = _open(data)
+    ds = open_dataset_or_exit(data)
     try:
         selected = read_selected(selection or data / "selection.csv")
         model = OnnxImageModel(model_dir)
@@ -140,7 +140,7 @@ def hand_labels_cmd(data, n, out) -> None:
     from services.shared.conditions import CONDITIONS
     from services.shared.labels import first_n_female, write_conditions_csv
 
-    ds = _open(data)
+    ds = open_dataset_or_exit(data)
     known = {r.file: r.conditions for r in ds.labelled if r.female}
     files = first_n_female(known, n)
     if not files:

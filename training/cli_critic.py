@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from training.cli_filter import _open, step_progress
+from training.cli_common import open_dataset_or_exit, step_progress
 
 GENERATED_SEEDS = {"a": 0, "b": 1_000_000, "eval": 2_000_000}  # disjoint generator seeds per use
 
@@ -47,7 +47,7 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     conds = read_conditions_csv(conditions_csv)
-    ds = _open(data)
+    ds = open_dataset_or_exit(data)
     records = [r for r in ds.records if r.file in conds]
     size = cfg.critic.image_size
     images, kept, problems = load_images(records, Preprocess(size, size))

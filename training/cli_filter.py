@@ -7,25 +7,7 @@ from pathlib import Path
 
 import click
 
-
-def _open(data: Path):
-    from services.shared.layouts import open_dataset
-
-    try:
-        return open_dataset(data)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def step_progress(bar):
-    """A training-loop progress callback that moves a tqdm bar and shows the loss."""
-
-    def progress(step: int, metrics: dict) -> None:
-        bar.n = step + 1
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-        bar.refresh()
-
-    return progress
+from training.cli_common import open_dataset_or_exit, step_progress
 
 
 @click.command("filter")
@@ -50,7 +32,7 @@ def filter_cmd(data, preset, overrides, out, export_dir) -> None:
         run = RunFolder(out, cfg)
     except config_io.ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    ds = _open(data)
+    ds = open_dataset_or_exit(data)
     click.echo(ds.summary())
     with tqdm(total=len(ds.labelled), unit="img", desc="decode") as bar:
         splits, problems = load_splits(ds, cfg, progress=bar.update)
@@ -96,7 +78,7 @@ def select_cmd(data, model_dir, threshold, out) -> None:
     from services.shared.selection import write_selection
     from training.select import OnnxFilter, select
 
-    ds = _open(data)
+    ds = open_dataset_or_exit(data)
     try:
         model = OnnxFilter(model_dir)
     except (ValueError, OSError, KeyError) as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from training.cli_filter import step_progress
+from training.cli_common import step_progress
 
 
 def load_autoencoder(run_dir: Path):

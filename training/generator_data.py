@@ -23,7 +23,7 @@ def load_generator_set(data: Path, conditions_csv: Path | None, image_size: int,
 
     from services.shared.conditions import CONDITIONS
     from services.shared.labels import read_conditions_csv
-    from training.cli_filter import _open
+    from training.cli_common import open_dataset_or_exit
     from training.data.loader import load_images, split_of
     from training.data.preprocess import Preprocess
 
@@ -31,7 +31,7 @@ def load_generator_set(data: Path, conditions_csv: Path | None, image_size: int,
         conds = read_conditions_csv(conditions_csv or data / "conditions.csv")
     except ValueError as exc:
         raise click.ClickException(f"{exc} (run `facegen-train select` and `facegen-train label` first)") from exc
-    ds = _open(data)
+    ds = open_dataset_or_exit(data)
     by_file = {r.file: r for r in ds.records}
     records = [by_file[f] for f in sorted(conds) if f in by_file]
     with tqdm(total=len(records), unit="img", desc="decode") as bar:
