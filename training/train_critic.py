@@ -235,7 +235,7 @@ def train_refiner(critic: Critic, attributes: torch.nn.Module, real: np.ndarray,
     return refiner.eval()
 
 
-FLAG_CANDIDATES = tuple(round(0.95 - 0.05 * i, 2) for i in range(19))  # 0.95 … 0.05
+FLAG_CANDIDATES = tuple(round(1.2 - 0.05 * i, 2) for i in range(24))  # 1.2 … 0.05 (above 1: a ramp reaching into real)
 
 
 def calibrate_projection(retoucher: ProjectionRetouch, real: np.ndarray, max_change: float,
