@@ -12,10 +12,10 @@ import torch
 from click.testing import CliRunner
 
 from training.cli import main
-from training.cli_generator import load_autoencoder
 from training.generated import OnnxGenerator
 from training.models.autoencoder import AUTOENCODER_PRESETS, Autoencoder
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior
+from training.two_stage import load_autoencoder
 
 
 def _log(run) -> list[dict]:

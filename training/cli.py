@@ -11,7 +11,20 @@ import numpy as np
 from services.shared.conditions import CONDITIONS
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The facegen-train group: a stage whose input run is missing says which command makes it
+    (training/two_stage.py raises MissingRun without knowing about the command line)."""
+
+    def invoke(self, ctx):
+        from training.two_stage import MissingRun
+
+        try:
+            return super().invoke(ctx)
+        except MissingRun as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """facegen training: datasets, the four models, ONNX export."""
     from training.allocator import hold_freed_memory

@@ -96,7 +96,7 @@ def train_and_export(data: Path, conditions_csv: Path, generator_export: Path, a
     if cfg.retouch == "simgan":
         retoucher = Retouch(refiner, critic_a).eval()
     else:
-        from training.cli_generator import load_autoencoder
+        from training.two_stage import load_autoencoder
 
         retoucher = ProjectionRetouch(critic_a, load_autoencoder(autoencoder), cfg.projection).eval()
         # on real faces critic A never saw (critic B's split), not the held-out ones reported on

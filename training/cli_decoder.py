@@ -43,11 +43,11 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
     from tqdm import tqdm
 
     from training import config as config_io
-    from training.cli_generator import export_two_stage, load_autoencoder, load_prior, sampler_report
     from training.generator_data import load_generator_set
     from training.models.latent_prior import TwoStageSampler
     from training.run_state import RunFolder
     from training.train_autoencoder import ADAPT_PRESETS, reconstruction_error, train
+    from training.two_stage import export_two_stage, load_autoencoder, load_prior, sampler_report
 
     autoencoder = load_autoencoder(autoencoder_run)
     try:
@@ -88,4 +88,4 @@ def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overri
     if export_dir is not None:
         card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
                 "prior_run": str(prior_run), "decoder_config": config_io.to_dict(cfg), "metrics": report}
-        export_two_stage(prior, model, export_dir, None, card)
+        export_two_stage(prior, model, export_dir, None, card, echo=click.echo)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.cli_generator import load_autoencoder
 from training.quality import metrics
 from training.quality.benchmark import BenchmarkConfig, judges
 from training.quality.feature_net import features
+from training.two_stage import load_autoencoder
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ import torch
 
 from services.shared.sampling import noise_for
 from training import config as config_io
-from training.cli_generator import load_autoencoder
 from training.models.latent_prior import LatentPrior, TwoStageSampler
 from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
 from training.train_generator import readjust_bn
 from training.train_latent_prior import LatentPriorTrainConfig
+from training.two_stage import load_autoencoder
 
 
 def _elapsed(log: Path) -> dict[int, float]:

@@ -1,0 +1,79 @@
+"""The two-stage generator's pieces that several stages share (the prior's and the decoder's
+training, the critic's retouch): reading a trained autoencoder or prior back, exporting the
+sampler and the encoder, and the report of a finished sampler. No command-line code here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MissingRun(FileNotFoundError):
+    """A stage's input run is not there yet; the message says which command makes it."""
+
+
+def load_autoencoder(run_dir: Path):
+    """The trained autoencoder (EMA weights and latent scale) of `facegen-train autoencoder`."""
+    import torch
+
+    from training import config as config_io
+    from training.models.autoencoder import Autoencoder
+    from training.train_autoencoder import AutoencoderTrainConfig
+
+    if not (run_dir / "model.pt").exists():
+        raise MissingRun(f"{run_dir}/model.pt not found: train stage 1 first "
+                         f"(`facegen-train autoencoder --data DIR --out {run_dir}`)")
+    cfg = config_io.load(AutoencoderTrainConfig, run_dir / "config.json")
+    model = Autoencoder(cfg.model)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu"))
+    return model.eval().requires_grad_(False)
+
+
+def load_prior(run_dir: Path, readjust_batches: int = 100, readjust_temperature: float = 0.8, seed: int = 0):
+    """A trained stage-2 run's EMA prior (its state.pt, or a compact checkpoint's ema_fp16.pt),
+    BatchNorm re-estimated as the export does."""
+    from training import config as config_io
+    from training.models.latent_prior import LatentPrior
+    from training.train_generator import ema_weights, readjust_bn
+    from training.train_latent_prior import LatentPriorTrainConfig
+
+    try:
+        weights = ema_weights(run_dir)
+    except FileNotFoundError as exc:
+        raise MissingRun(f"{exc}: train stage 2 first (`facegen-train generator`)") from None
+    cfg = config_io.load(LatentPriorTrainConfig, run_dir / "config.json")
+    prior = LatentPrior(cfg.model)
+    prior.load_state_dict(weights)
+    if readjust_batches:
+        readjust_bn(prior, readjust_temperature, readjust_batches, seed=seed)
+    return prior.eval().requires_grad_(False)
+
+
+def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | None, card: dict, echo=print) -> None:
+    """Export the sampler (prior + decoder) to `export_dir` and the encoder beside it (default
+    exports/encoder/<same version>)."""
+    from training.export import export_model
+    from training.models.latent_prior import Encoder, TwoStageSampler
+    from training.train_generator import export_spec
+    from training.train_latent_prior import SAMPLING_TWO_STAGE, encoder_spec
+
+    size = autoencoder.cfg.image_size
+    card = {"design": "two-stage: autoencoder + conditional NVAE prior over its latent grid", **card}
+    sampler = TwoStageSampler(prior, autoencoder).eval()
+    spec = export_spec(sampler, version=export_dir.name, image_size=size, sampling=SAMPLING_TWO_STAGE)
+    written = export_model(sampler, spec, export_dir, card)
+    echo(f"exported the sampler to {export_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+    encoder_dir = encoder_dir or export_dir.parent.parent / "encoder" / export_dir.name
+    written = export_model(Encoder(prior, autoencoder).eval(), encoder_spec(sampler, size, encoder_dir.name),
+                           encoder_dir, {**card, "sampler": str(export_dir)})
+    echo(f"exported the encoder to {encoder_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+
+
+def sampler_report(sampler, root: Path, attribute_export: Path) -> dict:
+    """What every stage that ends in a two-stage sampler reports: its sample and sweep grids
+    (written in `root`), and its condition fidelity by the exported attribute model, if any."""
+    from training.eval_generator import condition_fidelity, sample_grids
+
+    report = {"grids": [str(p) for p in sample_grids(sampler, root)]}
+    if attribute_export.exists():
+        report["condition_fidelity"] = condition_fidelity(sampler, attribute_export)
+    return report
