@@ -40,6 +40,14 @@ class LoopConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     clip_grad_norm: float = 10.0
 
+    @classmethod
+    def of(cls, cfg, **changes) -> LoopConfig:
+        """The loop settings of a stage config: every train config names them alike (steps, lr,
+        weight_decay, warmup_steps, eval_every, seed, threads), so the settings a user types
+        (`--set steps=…`) stay flat; `changes` for a stage that trains more than one model."""
+        names = ("steps", "lr", "weight_decay", "warmup_steps", "eval_every", "seed", "threads")
+        return cls(**{**{n: getattr(cfg, n) for n in names if hasattr(cfg, n)}, **changes})
+
 
 def train_step(model: torch.nn.Module, batch: Batch, opt: torch.optim.Optimizer, loss_fn: LossFn,
                clip: float = 10.0) -> dict:

@@ -120,7 +120,7 @@ def train(splits: dict[str, LabelledImages], cfg: AttributeTrainConfig, run: Run
         val = splits["val"]
         return {f"val_mae_{k}": v for k, v in mae(predict(m, val.images), val.targets).items()} if len(val.files) else {}
 
-    loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
+    loop_cfg = loop.LoopConfig.of(cfg)
     return loop.fit(model, loop_cfg, run, make_batch, attribute_loss(cfg), evaluate, progress)
 
 

@@ -153,8 +153,8 @@ def train_critic(real: np.ndarray, fake: np.ndarray, cfg: CriticTrainConfig, run
         jm = torch.randint(len(xf), (half,), generator=gen)
         return real, fake, *wrong_regions(flip_half(xr[im], gen), xf[jm], critic.map_size, cfg.region_box, gen)
 
-    loop_cfg = loop.LoopConfig(cfg.critic_steps, cfg.critic_lr, 0.0, min(100, cfg.critic_steps // 10),
-                               cfg.eval_every, seed, cfg.threads)
+    loop_cfg = loop.LoopConfig.of(cfg, steps=cfg.critic_steps, lr=cfg.critic_lr, weight_decay=0.0,
+                                  warmup_steps=min(100, cfg.critic_steps // 10), seed=seed)
     return loop.fit(critic, loop_cfg, run, make_batch, lambda c, b: critic_loss(c, b, cfg.region_weight),
                     progress=progress)
 

@@ -112,7 +112,7 @@ def train(splits: Splits, cfg: FilterTrainConfig, run: RunFolder, progress=None)
         val = calibration.metrics(predict_logits(m, splits.images["val"]), splits.labels["val"])
         return {f"val_{k}": v for k, v in val.items()}
 
-    loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
+    loop_cfg = loop.LoopConfig.of(cfg)
     return loop.fit(model, loop_cfg, run, make_batch, filter_loss, evaluate, progress)
 
 

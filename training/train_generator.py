@@ -260,7 +260,7 @@ def train(images: np.ndarray, conditions: np.ndarray, cfg: GeneratorTrainConfig,
             (run.root / "grids").mkdir(exist_ok=True)
             grid(faces, 8).save(run.root / "grids" / f"step{step + 1:06d}.png")
 
-    loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
+    loop_cfg = loop.LoopConfig.of(cfg)
     loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress, on_step=on_step,
              extra_state={"ema": ema, "spectral": spectral}, distributed=True)
     model.cpu()

@@ -192,7 +192,7 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
                 j.to(g.device)  # a no-op after the first step
         return negative_elbo(m, g, c, step, cfg, spectral, judge)["loss"]
 
-    loop_cfg = loop.LoopConfig(cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.eval_every, cfg.seed, cfg.threads)
+    loop_cfg = loop.LoopConfig.of(cfg)
     def on_step(step: int) -> None:
         ema.update(model)
         lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
