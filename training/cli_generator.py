@@ -32,10 +32,12 @@ from training.two_stage import export_two_stage, load_autoencoder, load_prior, s
 @click.option("--attributes-run", "attributes_run", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/attributes"), show_default=True,
               help="trained attribute model (PyTorch) that reads the prior's samples when condition_weight > 0")
-@click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--readjust-bn", "readjust_batches", type=click.IntRange(min=0), default=None,
               help="batches of prior samples that re-estimate the EMA prior's BatchNorm statistics before the "
-                   "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics)")
-@click.option("--readjust-temperature", type=click.FloatRange(0.0, 2.0), default=0.8, show_default=True)
+                   "samples, fidelity and export (NVAE's readjust_bn; 0 keeps the training statistics) "
+                   "[default: the config's readjust_batches, 100]; the same as --set readjust_batches=N")
+@click.option("--readjust-temperature", type=click.FloatRange(0.0, 2.0), default=None,
+              help="[default: the config's readjust_temperature, 0.8]; the same as --set readjust_temperature=T")
 def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out, attribute_export, export_dir,
                   encoder_dir, attributes_run, readjust_batches, readjust_temperature) -> None:
     """Train the latent prior on stage 1's grids; report, sample, sweep, export sampler + encoder."""
@@ -50,7 +52,9 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
     from training.train_latent_prior import TRAIN_PRESETS, Consistency, encode_set, held_out, train
 
     try:
-        cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
+        given = {"readjust_batches": readjust_batches, "readjust_temperature": readjust_temperature}
+        cfg = config_io.override(TRAIN_PRESETS[preset], {**config_io.parse_overrides(overrides),
+                                                         **{k: v for k, v in given.items() if v is not None}})
         LatentPrior(cfg.model)  # an inconsistent hierarchy fails here, before the data is read
         run = RunFolder(out, cfg)
     except ValueError as exc:
@@ -83,9 +87,9 @@ def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out,
                                       gs.conditions[gs.held_out])
     else:
         click.echo("warning: no image was held out (5 % by file name), so there is no held-out score", err=True)
-    if readjust_batches:
-        readjust_bn(prior, readjust_temperature, readjust_batches, seed=cfg.seed)
-        report["readjust_bn"] = {"batches": readjust_batches, "temperature": readjust_temperature}
+    if cfg.readjust_batches:
+        readjust_bn(prior, cfg.readjust_temperature, cfg.readjust_batches, seed=cfg.seed)
+        report["readjust_bn"] = {"batches": cfg.readjust_batches, "temperature": cfg.readjust_temperature}
     report.update(sampler_report(TwoStageSampler(prior, autoencoder).eval(), run.root, attribute_export))
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()

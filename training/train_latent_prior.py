@@ -58,6 +58,11 @@ class LatentPriorTrainConfig:
     anchor_from: str = ""
     anchor_weight: float = 0.0
     init_from: str = ""  # a run folder (state.pt: weights + EMA) or compact checkpoint this run starts from; fresh optimiser
+    # after training: batches of prior samples at this temperature re-estimate the EMA prior's
+    # BatchNorm statistics before its samples, fidelity and export (NVAE's readjust_bn; 0 keeps the
+    # training statistics); every reader of a trained prior (export, decoder stage, anchor) does it
+    readjust_batches: int = 100
+    readjust_temperature: float = 0.8
     seed: int = 0
     threads: int = 0
 

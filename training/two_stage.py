@@ -28,9 +28,9 @@ def load_autoencoder(run_dir: Path):
     return model.eval().requires_grad_(False)
 
 
-def load_prior(run_dir: Path, readjust_batches: int = 100, readjust_temperature: float = 0.8, seed: int = 0):
+def load_prior(run_dir: Path, seed: int = 0):
     """A trained stage-2 run's EMA prior (its state.pt, or a compact checkpoint's ema_fp16.pt),
-    BatchNorm re-estimated as the export does."""
+    BatchNorm re-estimated as its config says (as the export did)."""
     from training import config as config_io
     from training.models.latent_prior import LatentPrior
     from training.train_generator import ema_weights, readjust_bn
@@ -43,8 +43,8 @@ def load_prior(run_dir: Path, readjust_batches: int = 100, readjust_temperature:
     cfg = config_io.load(LatentPriorTrainConfig, run_dir / "config.json")
     prior = LatentPrior(cfg.model)
     prior.load_state_dict(weights)
-    if readjust_batches:
-        readjust_bn(prior, readjust_temperature, readjust_batches, seed=seed)
+    if cfg.readjust_batches:
+        readjust_bn(prior, cfg.readjust_temperature, cfg.readjust_batches, seed=seed)
     return prior.eval().requires_grad_(False)
 
 
