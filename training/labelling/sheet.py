@@ -63,8 +63,11 @@ class Sheet:
 
     def labelled(self) -> dict[str, dict[str, float]]:
         """The sheet's labelled rows as they are on disk now (another tab may have added some)."""
+        return self._on_sheet(self.read())
+
+    def _on_sheet(self, rows) -> dict[str, dict[str, float]]:
         on_sheet = set(self.files)
-        return {f: v for f, v in complete(self.read()).items() if f in on_sheet}
+        return {f: v for f, v in complete(rows).items() if f in on_sheet}
 
     def save(self, index: int, values: Mapping[str, float]) -> dict[str, dict[str, float]]:
         """Label item `index` with `values` (all five, each in [0, 1]); the labelled rows after."""
@@ -77,7 +80,7 @@ class Sheet:
                 rows.setdefault(f, dict.fromkeys(CONDITIONS))
             rows[self.items[index].record.file] = row
             _write_atomically(self.path, rows)
-        return self.labelled()
+        return self._on_sheet(rows)  # what was just written, under the lock: no second read
 
 
 def check_values(values: Mapping[str, float]) -> dict[str, float]:
