@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import io
 import os
@@ -88,8 +87,9 @@ def _filter_grpc(target: str, dataset: str, threshold: float, job_id: str, bar):
     import grpc
 
     from services.core.proto import pb, rpc
+    from services.shared.selection import Decision, selection_csv
 
-    rows: list[list[str]] = []
+    decisions: list[Decision] = []
     summary = None
     with grpc.insecure_channel(target) as ch:
         stub = rpc.FilterServiceStub(ch)
@@ -97,8 +97,7 @@ def _filter_grpc(target: str, dataset: str, threshold: float, job_id: str, bar):
             for event in stub.FilterDataset(pb.FilterDatasetRequest(dataset=dataset, threshold=threshold, job_id=job_id)):
                 if event.WhichOneof("event") == "decision":
                     d = event.decision
-                    p = f"{d.p_female:.6f}" if d.HasField("p_female") else ""
-                    rows.append([d.file, p, str(int(d.kept)), d.reason])
+                    decisions.append(Decision(d.file, d.p_female if d.HasField("p_female") else None, d.kept, d.reason))
                     bar.update(1)
                 else:
                     summary = event.summary
@@ -106,14 +105,7 @@ def _filter_grpc(target: str, dataset: str, threshold: float, job_id: str, bar):
             raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
     # a resumed job streams only what was left: the server's CSV holds every file
     path = Path(summary.selection_csv)
-    if path.exists():
-        text = path.read_text()
-    else:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["file", "p_female", "kept", "reason"])
-        w.writerows(sorted(rows))
-        text = buf.getvalue()
+    text = path.read_text() if path.exists() else selection_csv(decisions)
     fields = ("total", "kept", "below_threshold", "male_folder", "unreadable")
     return {f: getattr(summary, f) for f in fields}, text
 
@@ -176,6 +168,11 @@ def _filter_http(url: str, dataset: Path, threshold: float, job_id: str, upload:
 
 
 CONDITION_OPTIONS = CONDITIONS  # one option each, in the shared order
+# the pipeline's gRPC address, for every command that calls it
+pipeline_grpc_option = click.option(
+    "--grpc", "grpc_target", metavar="HOST:PORT",
+    default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', grpc_port('pipeline'))}",
+    show_default=f"127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT ({grpc_port('pipeline')})")
 
 
 def _condition(value: str | None, name: str):
@@ -208,9 +205,7 @@ def _condition(value: str | None, name: str):
               help="draw k·n candidates, keep the n most realistic and faithful")
 @click.option("--retouch/--no-retouch", default=True, show_default=True)
 @click.option("--allow-partial", is_flag=True, help="answer even if the critic or a checker is down")
-@click.option("--grpc", "grpc_target", metavar="HOST:PORT",
-              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', grpc_port('pipeline'))}",
-              show_default=f"127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT ({grpc_port('pipeline')})")
+@pipeline_grpc_option
 @click.option("--http", "http_url", metavar="URL", help="use HTTP instead, e.g. http://127.0.0.1:3000")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("faces.png"), show_default=True,
               callback=_image_path, help="the grid image; a JSON report is written beside it")
@@ -320,9 +315,7 @@ def _unit(ctx, param, value):
               help="latent groups kept from the face, coarsest first (default: all; fewer = freer, less faithful)")
 @click.option("--retouch/--no-retouch", default=True, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--grpc", "grpc_target", metavar="HOST:PORT",
-              default=lambda: f"127.0.0.1:{os.environ.get('FACEGEN_PIPELINE_GRPC_PORT', grpc_port('pipeline'))}",
-              show_default=f"127.0.0.1:$FACEGEN_PIPELINE_GRPC_PORT ({grpc_port('pipeline')})")
+@pipeline_grpc_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("edited.png"), show_default=True,
               callback=_image_path, help="the edited face (with --sweep: the strip, the input face first)")
 @click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)

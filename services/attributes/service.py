@@ -19,7 +19,6 @@ from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, grpc_call, http_call, remaining
 from services.shared import images as imgs
-from services.shared.ports import grpc_port
 
 
 async def measure(model: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> list[dict[str, float]]:
@@ -48,8 +47,7 @@ async def _infer_body(svc: AttributeService, decoded: list[np.ndarray]) -> dict:
 class AttributeService(ModelService):
     model_name = "attributes"
     grpc_services = ["facegen.v1.AttributeService"]
-    default_grpc_port = grpc_port("attributes")
-    check_ports = port_check("attributes", grpc_port("attributes"))
+    check_ports = port_check("attributes")
 
     def __init__(self) -> None:
         self.init_model(lambda server: rpc.add_AttributeServiceServicer_to_server(AttributeServicer(self.model), server))

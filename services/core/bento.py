@@ -7,8 +7,8 @@ A service subclasses ModelService, sets its names, and in __init__ calls
     @bentoml.asgi_app(status_app("attributes"), path="/v1")
     @bentoml.service(name="facegen-attributes", workers=1)
     class AttributeService(ModelService):
-        model_name, grpc_services, default_grpc_port = "attributes", ["facegen.v1.AttributeService"], 50052
-        check_ports = port_check("attributes", 50052)
+        model_name, grpc_services = "attributes", ["facegen.v1.AttributeService"]
+        check_ports = port_check("attributes")
         def __init__(self): self.init_model(lambda s: rpc.add_AttributeServiceServicer_to_server(..., s))
 
 BentoML finds the hooks below through inheritance (it scans dir() of the service class).
@@ -32,6 +32,7 @@ from services.core.errors import BadRequest
 from services.core.grpc_server import GrpcServer, PortInUse, port_is_free
 from services.core.runtime import ImageModel, ServingConfig, http_call
 from services.shared import images
+from services.shared.ports import grpc_port
 
 log = logging.getLogger("facegen.service")
 
@@ -42,7 +43,6 @@ INSTANCES: dict[str, ModelService] = {}
 class ModelService:
     model_name: ClassVar[str]
     grpc_services: ClassVar[list[str]]
-    default_grpc_port: ClassVar[int]
     serving_defaults: ClassVar[dict] = {}  # ServingConfig defaults of this service (its env still wins)
     # why the model could not be loaded (a missing export, a file that fails its sha256 check):
     # the service then stays up and says so (/readyz 503 with this, /livez 200) instead of its
@@ -63,7 +63,7 @@ class ModelService:
 
     def init_model(self, register: Callable[[grpc.aio.Server], None], model_type=ImageModel) -> None:
         with self.loading():
-            self.cfg = ServingConfig.from_env(self.model_name, grpc_port=self.default_grpc_port, **self.serving_defaults)
+            self.cfg = ServingConfig.from_env(self.model_name, grpc_port=grpc_port(self.model_name), **self.serving_defaults)
             self.model = model_type(self.model_name, self.cfg)
             if self.load_error is None:  # an unready service does not take gRPC calls it cannot answer
                 self.grpc = GrpcServer(self.cfg.grpc_port, self.grpc_services, register, host=self.cfg.grpc_host)
@@ -128,12 +128,12 @@ def forbid_unknown_fields(service) -> None:
             spec.model_rebuild(force=True)
 
 
-def port_check(model_name: str, default_port: int):
+def port_check(model_name: str):
     """An @bentoml.on_deployment hook: runs once in the `bentoml serve` process before any
     worker, so a taken gRPC port stops the server with a message instead of a worker crash loop."""
 
     def check_ports() -> None:
-        cfg = ServingConfig.from_env(model_name, grpc_port=default_port)
+        cfg = ServingConfig.from_env(model_name, grpc_port=grpc_port(model_name))
         if not port_is_free(cfg.grpc_host, cfg.grpc_port):
             var = f"FACEGEN_{model_name.upper()}_GRPC_PORT"
             raise PortInUse(f"gRPC port {cfg.grpc_host}:{cfg.grpc_port} is already in use; set {var}")

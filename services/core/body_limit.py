@@ -49,28 +49,47 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         if headers.get(b"transfer-encoding", b"").lower() != b"chunked":
             return await self.app(scope, receive, send)
-        chunks, total = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            total += len(chunks[-1])
-            if total > limit:
-                return await _refuse(send, 413, f"the request body is over {limit} bytes; at most {limit} here")
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+        try:
+            body = await read_body(receive, limit)
+        except BodyTooLarge:
+            return await _refuse(send, 413, f"the request body is over {limit} bytes; at most {limit} here")
+        if body is None:
+            return  # the client went away
+        return await self.app(scope, replaying(body, receive), send)
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        return await self.app(scope, replay, send)
+class BodyTooLarge(ValueError):
+    pass
+
+
+async def read_body(receive, limit: int | None = None) -> bytes | None:
+    """The whole body of an ASGI request (None when the client went away first); BodyTooLarge as
+    soon as it passes `limit`."""
+    chunks, total = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        total += len(chunks[-1])
+        if limit is not None and total > limit:
+            raise BodyTooLarge(limit)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replaying(body: bytes, receive):
+    """An ASGI `receive` that hands `body` (already read) to the app, then the connection's events."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _refuse(send, status: int, message: str) -> None:

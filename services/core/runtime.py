@@ -43,7 +43,7 @@ SHRINK_EVERY_S = 2.0  # the most often a model hands its ONNX Runtime arena's un
 @dataclass(frozen=True)
 class ServingConfig:
     export: str = ""  # export folder; empty = exports/<model>/1 of this repository
-    grpc_port: int = 50051
+    grpc_port: int = 0  # each service passes its own (services/shared/ports.py); FACEGEN_<SERVICE>_GRPC_PORT wins
     grpc_host: str = "0.0.0.0"
     device: str = "auto"  # auto | cpu | cuda
     # batches that run at once (0 = auto: one per core, at most 4, on a CPU; 1 on a GPU), each with
@@ -203,7 +203,7 @@ class BatchedModel:
     def _lone_session(self):
         """The session for a batch that runs alone, or None where there is nothing to gain (a GPU,
         one core, lone_threads=1). In the auto setting _run_alone then measures whether to keep it."""
-        if self.provider != "CPUExecutionProvider" or self._wide_threads <= self._lane_threads:
+        if not self._on_cpu or self._wide_threads <= self._lane_threads:
             return None
         self._trial = None if self.cfg.lone_threads else {}
         return create_session(self.export, "cpu", self._wide_threads, spin=bool(self.cfg.ort_spin),

@@ -22,7 +22,6 @@ from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, ServingConfig, grpc_call, http_call, remaining
 from services.shared import images as imgs
-from services.shared.ports import grpc_port
 
 
 def _realness(out: dict[str, np.ndarray]) -> list[dict]:
@@ -90,8 +89,7 @@ async def _retouch_body(svc: CriticService, decoded: list[np.ndarray]) -> dict:
 class CriticService(ModelService):
     model_name = "critic"
     grpc_services = ["facegen.v1.CriticService"]
-    default_grpc_port = grpc_port("critic")
-    check_ports = port_check("critic", grpc_port("critic"))
+    check_ports = port_check("critic")
     # two small graphs, four sessions: ONNX Runtime's arena kept 2.5 × the service's resting memory
     # after a burst and made neither faster (tests/perf/service_memory.py, README)
     serving_defaults = {"cpu_arena": 0}

@@ -154,9 +154,9 @@ class DatasetJob:
         self.csv_path = self.dir / "selection.csv"
         self.meta_path = self.dir / "job.json"
         if self.meta_path.exists():
-            old = read_meta(self.dir)
+            self.meta = read_meta(self.dir)
             # normalised as well: gRPC's float32 0.9 is 0.8999999761581421
-            if old.get("dataset") != str(root) or job_threshold(old.get("threshold", -1)) != threshold:
+            if self.meta.get("dataset") != str(root) or job_threshold(self.meta.get("threshold", -1)) != threshold:
                 raise BadRequest(f"job {job_id} exists for a different dataset or threshold")
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +166,7 @@ class DatasetJob:
         tmp = self.meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.meta_path)
+        self.meta = meta
 
     def done(self) -> dict[str, Decision]:
         return read_decisions(self.checkpoint)
@@ -178,9 +179,8 @@ class DatasetJob:
         ds = await asyncio.to_thread(list_dataset, self.root)
         skipped = problem_decisions(ds)
         files = sorted([r.file for r in ds.records] + [d.file for d in skipped])
-        meta = read_meta(self.dir)
-        if meta.get("total") != len(files):
-            await asyncio.to_thread(self._write_meta, {**meta, "total": len(files)})
+        if self.meta.get("total") != len(files):
+            await asyncio.to_thread(self._write_meta, {**self.meta, "total": len(files)})
         done = await asyncio.to_thread(self.done)
         todo = [r for r in ds.records if r.file not in done]
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ import bentoml
 import numpy as np
 
 from services.core.bento import ModelService, Unready, body_route, forbid_unknown_fields, port_check, status_app
-from services.core.body_limit import BodyLimit, limit_from_env
+from services.core.body_limit import BodyLimit, limit_from_env, read_body, replaying
 from services.core.errors import BadRequest, Conflict, NotFound
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, grpc_call, http_call, remaining
@@ -38,7 +38,6 @@ from services.filter.jobs import (
 )
 from services.shared import images as imgs
 from services.shared.exports import sha256_file
-from services.shared.ports import grpc_port
 
 
 class FilterCore:
@@ -147,8 +146,7 @@ async def _classify_body(svc: FilterService, decoded: list[np.ndarray]) -> dict:
 class FilterService(ModelService):
     model_name = "filter"
     grpc_services = ["facegen.v1.FilterService"]
-    default_grpc_port = grpc_port("filter")
-    check_ports = port_check("filter", grpc_port("filter"))
+    check_ports = port_check("filter")
 
     def __init__(self) -> None:
         self.init_model(lambda server: rpc.add_FilterServiceServicer_to_server(FilterServicer(self.core), server))
@@ -271,27 +269,14 @@ class JobIdOnSubmit:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self.ROUTE:
             await self.app(scope, receive, send)
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)  # within the limit: BodyLimit runs before this middleware
+        if body is None:
+            return  # the client went away
         job_id = self._job_id(body)
         if job_id is not None:
             body = json.dumps({**json.loads(body), "job_id": job_id}).encode()
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
             scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         start: dict | None = None
         chunks: list[bytes] = []
 
@@ -306,7 +291,7 @@ class JobIdOnSubmit:
                 if not message.get("more_body", False):
                     await self._answer(send, start, b"".join(chunks), job_id)
 
-        await self.app(scope, replay, capture)
+        await self.app(scope, replaying(body, receive), capture)
 
     @staticmethod
     def _job_id(body: bytes) -> str | None:
@@ -333,10 +318,12 @@ class JobIdOnSubmit:
         await send({"type": "http.response.body", "body": body})
 
 
-# bodies over the limit are refused (413) before BentoML reads them; an archive upload has its own
+# bodies over the limit are refused (413) before BentoML reads them; an archive upload has its own.
+# Middlewares run in the order added (the first is outermost): JobIdOnSubmit reads a submit's whole
+# body, so it comes after BodyLimit
 forbid_unknown_fields(FilterService)
 FilterService.add_asgi_middleware(ProgressByGet)
-FilterService.add_asgi_middleware(JobIdOnSubmit)
 FilterService.add_asgi_middleware(Unready, service="filter")
 FilterService.add_asgi_middleware(BodyLimit, service="filter",
                                   large={"/filter_archive": limit_from_env("filter", "MAX_UPLOAD_BYTES", 2 * 2**30)})
+FilterService.add_asgi_middleware(JobIdOnSubmit)

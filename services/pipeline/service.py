@@ -213,7 +213,7 @@ class ConditionsIn(BaseModel):
 @bentoml.asgi_app(status_app("pipeline"), path="/v1")
 @bentoml.service(name="facegen-pipeline", workers=1, traffic={"timeout": 120, "max_concurrency": 256})
 class GenerationService:
-    check_ports = port_check("pipeline", grpc_port("pipeline"))
+    check_ports = port_check("pipeline")
 
     def __init__(self) -> None:
         self.cfg = settings_from_env(PipelineConfig, "pipeline")

@@ -23,7 +23,6 @@ from services.core.runtime import decode_images, grpc_call, http_call, remaining
 from services.sampler.model import SamplerModel
 from services.shared.conditions import OMITTED
 from services.shared.images import encode_png
-from services.shared.ports import grpc_port
 from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -87,8 +86,7 @@ class SamplerServicer(rpc.SamplerServiceServicer):
 class SamplerService(ModelService):
     model_name = "sampler"
     grpc_services = ["facegen.v1.SamplerService"]
-    default_grpc_port = grpc_port("sampler")
-    check_ports = port_check("sampler", grpc_port("sampler"))
+    check_ports = port_check("sampler")
 
     def __init__(self) -> None:
         self.init_model(lambda server: rpc.add_SamplerServiceServicer_to_server(SamplerServicer(self.model), server),

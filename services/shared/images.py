@@ -33,13 +33,23 @@ def _open(data: bytes, load: bool) -> Image.Image:
         raise InvalidImage("empty image data")
     if len(data) > MAX_BYTES:
         raise InvalidImage(f"encoded image is {len(data)} bytes; the limit is {MAX_BYTES}")
+    return _pillow(io.BytesIO(data), load)
+
+
+def _pillow(source, load: bool) -> Image.Image:
+    """Image.open of a file or file object, its size checked from the header (and its pixels
+    decoded when `load`); whatever Pillow raises becomes an InvalidImage saying how."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            check_size(im.width, im.height)
-            if load:
-                im.load()
+            im = Image.open(source)
+            try:
+                check_size(im.width, im.height)
+                if load:
+                    im.load()
+            except BaseException:
+                im.close()  # a file Pillow opened is not left to the garbage collector
+                raise
             return im
     except InvalidImage:
         raise
@@ -77,16 +87,12 @@ def file_problem(path: Path | str) -> str | None:
             return "empty image data"  # decode's words, so a listing and a reader say the same
         if size > MAX_BYTES:
             return f"the file is {size} bytes; an image is at most {MAX_BYTES}"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                check_size(im.width, im.height)
+    except OSError as exc:
+        return f"corrupt or truncated image: {exc}"
+    try:
+        _pillow(path, load=False).close()
     except InvalidImage as exc:
         return str(exc)
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        return f"not a readable image ({exc.__class__.__name__})"
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        return f"corrupt or truncated image: {exc}"
     return None
 
 

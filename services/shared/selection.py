@@ -10,6 +10,7 @@ cannot be decoded are rows with reason `unreadable: …` and no P(female).
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,17 @@ def row(d: Decision) -> list[str]:
     return [d.file, "" if d.p_female is None else f"{d.p_female:.6f}", str(int(d.kept)), d.reason]
 
 
+def selection_csv(decisions: list[Decision]) -> str:
+    """The text of selection.csv, rows sorted by file."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(HEADER)
+    w.writerows(row(d) for d in sorted(decisions, key=lambda d: d.file))
+    return buf.getvalue()
+
+
 def write_selection(path: Path | str, decisions: list[Decision]) -> None:
-    """selection.csv, rows sorted by file."""
-    with Path(path).open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(HEADER)
-        w.writerows(row(d) for d in sorted(decisions, key=lambda d: d.file))
+    Path(path).write_text(selection_csv(decisions), newline="")
 
 
 def read_selected(selection_csv: Path | str) -> list[str]:
