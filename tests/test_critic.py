@@ -121,7 +121,7 @@ def test_condition_consistency_term_is_live():
 def test_tiny_chain_trains_evaluates_and_exports(synth_root, two_stage, tmp_path, retouch):
     import onnxruntime as ort
 
-    from training.cli_critic import train_and_export
+    from training.stages.critic import train_and_export
 
     # a frozen attribute model in a run folder (random weights suffice to exercise the chain)
     att_cfg = ATTRIBUTE_TRAIN["tiny"]

@@ -53,3 +53,10 @@ def test_bad_overrides_are_refused_clearly(tmp_path):
     assert res.exit_code == 2 and "no stage named nosuch" in res.output
     res = CliRunner().invoke(main, ["all", "--data", str(tmp_path / "absent")])
     assert res.exit_code == 1 and "--synth" in res.output
+
+
+def test_a_mistyped_setting_of_a_late_stage_fails_before_the_first_stage_runs(tmp_path):
+    result = _all(tmp_path, "--set", "critic.stepz=3")
+    assert result.exit_code == 2
+    assert "critic: unknown config key 'stepz'" in result.output
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs" / "all").exists()  # nothing ran, not even synth

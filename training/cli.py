@@ -12,15 +12,15 @@ from services.shared.conditions import CONDITIONS
 
 
 class Commands(click.Group):
-    """The facegen-train group: a stage whose input run is missing says which command makes it
-    (training/two_stage.py raises MissingRun without knowing about the command line)."""
+    """The facegen-train group: a stage that cannot run as asked says why, without a traceback
+    (training/stages raise StageError without knowing about the command line)."""
 
     def invoke(self, ctx):
-        from training.two_stage import MissingRun
+        from training.stages import StageError
 
         try:
             return super().invoke(ctx)
-        except MissingRun as exc:
+        except StageError as exc:
             raise click.ClickException(str(exc)) from exc
 
 

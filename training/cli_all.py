@@ -82,53 +82,63 @@ def stage_overrides(overrides: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option("--exports", type=click.Path(file_okay=False, path_type=Path), default=Path("exports"), show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="selection: P(female) ≥")
 @click.option("--force", multiple=True, help="rerun this stage (and everything after it) even when up to date")
-@click.pass_context
-def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, force) -> None:
+def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -> None:
     """Run the whole training chain; regenerate every export; skip up-to-date stages."""
-    from training.cli_attributes import attributes_cmd, label_cmd
-    from training.cli_autoencoder import autoencoder_cmd
-    from training.cli_critic import critic_cmd
-    from training.cli_filter import filter_cmd, select_cmd
-    from training.cli_generator import generator_cmd
-    from training.cli_synth import synth
+    from training import train_attributes, train_autoencoder, train_critic, train_filter, train_latent_prior
+    from training.stages import StageError, attributes, configure, critic, generator
+    from training.stages import data as data_stages
+    from training.stages import filter as filter_stage
 
     per_stage = stage_overrides(overrides)
     unknown = set(per_stage) - {"synth", "filter", "attributes", "autoencoder", "generator", "critic"}
     if unknown:
         raise click.BadParameter(f"no stage named {', '.join(sorted(unknown))}", param_hint="--set")
+    # every stage's config is read before the first one runs: a mistyped key fails now, not hours in
+    presets = {"filter": train_filter.TRAIN_PRESETS, "attributes": train_attributes.TRAIN_PRESETS,
+               "autoencoder": train_autoencoder.TRAIN_PRESETS, "generator": train_latent_prior.TRAIN_PRESETS,
+               "critic": train_critic.TRAIN_PRESETS}
+    cfg = {}
+    for name, stage_presets in presets.items():
+        try:
+            cfg[name] = configure(stage_presets, preset, per_stage.get(name, []))
+        except StageError as exc:
+            raise click.BadParameter(f"{name}: {exc}", param_hint="--set") from None
     ex = {m: exports / m / "1" for m in ("filter", "attributes", "generator", "encoder", "critic", "refiner")}
     sel, cond = data / "selection.csv", data / "conditions.csv"
-
-    def train(cmd, name: str, **kw):
-        return lambda: ctx.invoke(cmd, data=data, preset=preset, overrides=tuple(per_stage.get(name, [])),
-                                  out=runs / name, **kw)
+    echo = click.echo
 
     stages = [
-        Stage("filter", lambda: [], lambda: [ex["filter"]], train(filter_cmd, "filter", export_dir=ex["filter"]),
+        Stage("filter", lambda: [], lambda: [ex["filter"]],
+              lambda: filter_stage.train_filter(data, cfg["filter"], runs / "filter", ex["filter"], echo=echo),
               runs / "filter"),
         Stage("select", lambda: [ex["filter"]], lambda: [sel],
-              lambda: ctx.invoke(select_cmd, data=data, model_dir=ex["filter"], threshold=threshold, out=sel)),
+              lambda: data_stages.select(data, ex["filter"], threshold, sel, echo=echo)),
         Stage("attributes", lambda: [], lambda: [ex["attributes"]],
-              train(attributes_cmd, "attributes", hand_labels=None, export_dir=ex["attributes"]), runs / "attributes"),
+              lambda: attributes.train_attributes(data, cfg["attributes"], runs / "attributes",
+                                                  export_dir=ex["attributes"], echo=echo),
+              runs / "attributes"),
         Stage("label", lambda: [ex["attributes"], sel], lambda: [cond],
-              lambda: ctx.invoke(label_cmd, data=data, selection=sel, model_dir=ex["attributes"], out=cond)),
+              lambda: data_stages.label(data, ex["attributes"], sel, cond, echo=echo)),
         Stage("autoencoder", lambda: [cond], lambda: [runs / "autoencoder" / "model.pt"],
-              train(autoencoder_cmd, "autoencoder", conditions_csv=cond), runs / "autoencoder"),
+              lambda: generator.train_autoencoder(data, cfg["autoencoder"], runs / "autoencoder", cond, echo=echo),
+              runs / "autoencoder"),
         Stage("generator", lambda: [cond, ex["attributes"], runs / "autoencoder" / "model.pt"],
               lambda: [ex["generator"], ex["encoder"]],
-              train(generator_cmd, "generator", conditions_csv=cond, autoencoder_run=runs / "autoencoder",
-                    attribute_export=ex["attributes"], export_dir=ex["generator"], encoder_dir=ex["encoder"]),
+              lambda: generator.train_prior(data, cfg["generator"], runs / "generator", runs / "autoencoder", cond,
+                                            ex["attributes"], runs / "attributes", ex["generator"], ex["encoder"],
+                                            echo=echo),
               runs / "generator"),
         Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt",
                                  runs / "autoencoder" / "model.pt"],
               lambda: [ex["critic"], ex["refiner"]],
-              train(critic_cmd, "critic", conditions_csv=cond, generator_export=ex["generator"],
-                    attributes_run=runs / "attributes", attribute_export=ex["attributes"],
-                    autoencoder=runs / "autoencoder",
-                    export_critic=ex["critic"], export_refiner=ex["refiner"]), runs / "critic"),
+              lambda: critic.train_and_export(data, cond, ex["generator"], runs / "attributes", ex["attributes"],
+                                              cfg["critic"], runs / "critic", ex["critic"], ex["refiner"], echo=echo,
+                                              autoencoder=runs / "autoencoder"),
+              runs / "critic"),
     ]
     if synth_n is not None and not (data / "synth_config.json").exists():
-        ctx.invoke(synth, out=data, n=synth_n, **{k: v for k, v in _synth_defaults(per_stage.get("synth", [])).items()})
+        synth_cfg, workers = _synth_config(synth_n, per_stage.get("synth", []))
+        data_stages.synth(data, synth_cfg, workers=workers, echo=echo)
     if not data.is_dir():
         raise click.ClickException(f"{data} does not exist (pass --synth N to render a procedural set there)")
     unknown_force = set(force) - {s.name for s in stages}
@@ -167,8 +177,12 @@ def all_cmd(ctx, data, synth_n, preset, overrides, runs, exports, threshold, for
         click.echo(f"{name:<12} {status:<12} {'' if seconds is None else f'{seconds:.1f}'}")
 
 
-def _synth_defaults(overrides: list[str]) -> dict:
-    """The synth command's defaults, with synth.KEY=VALUE overrides (n, seed, hand_labels …)."""
+def _synth_config(n: int, overrides: list[str]):
+    """The procedural set of `--synth N` and the processes that render it, with synth.KEY=VALUE
+    overrides (seed, hand_labels, workers …)."""
+    from training.data.synth_dataset import SynthDatasetConfig
+    from training.data.synthetic import SynthConfig
+
     values = {"seed": 0, "size": 64, "hand_labels": 1000, "unlabeled_fraction": 0.2, "label_noise": 0.0,
               "cue_spread": 0.3, "colours": 0, "workers": 2}
     for item in overrides:
@@ -176,4 +190,8 @@ def _synth_defaults(overrides: list[str]) -> dict:
         if k not in values:
             raise click.BadParameter(f"synth has no setting {k!r} (one of {', '.join(values)})", param_hint="--set")
         values[k] = type(values[k])(v)
-    return values
+    size, cue_spread, workers = values.pop("size"), values.pop("cue_spread"), values.pop("workers")
+    try:
+        return SynthDatasetConfig(n=n, **values, render=SynthConfig(size=size, cue_spread=cue_spread)), workers
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from None

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-
-from training.cli_common import step_progress
 
 
 @click.command("autoencoder")
@@ -20,29 +17,8 @@ from training.cli_common import step_progress
               show_default=True, help="run folder; rerunning the same command resumes from its state")
 def autoencoder_cmd(data, conditions_csv, preset, overrides, out) -> None:
     """Train the generator's autoencoder; writes model.pt (EMA weights + latent scale) and metrics."""
-    import torch
-    from tqdm import tqdm
+    from training.stages import configure
+    from training.stages.generator import train_autoencoder
+    from training.train_autoencoder import TRAIN_PRESETS
 
-    from training import config as config_io
-    from training.generator_data import load_generator_set
-    from training.models.autoencoder import Autoencoder
-    from training.run_state import RunFolder
-    from training.train_autoencoder import TRAIN_PRESETS, fit_scale, reconstruction_error, train
-
-    try:
-        cfg = config_io.override(TRAIN_PRESETS[preset], config_io.parse_overrides(overrides))
-        Autoencoder(cfg.model)  # an inconsistent shape fails here, before the data is read
-        run = RunFolder(out, cfg)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    gs = load_generator_set(data, conditions_csv, cfg.model.image_size, cfg.seed)
-    with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        _, ema = train(gs.images[~gs.held_out], cfg, run, progress=step_progress(bar))
-    model = ema.shadow.eval()
-    fit_scale(model, gs.images[~gs.held_out])
-    report = {"held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None,
-              "latent_scale": model.latent_scale.tolist()}
-    torch.save(model.state_dict(), run.root / "model.pt")
-    (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    run.close()
-    click.echo(json.dumps(report, indent=2))
+    train_autoencoder(data, configure(TRAIN_PRESETS, preset, overrides), out, conditions_csv, echo=click.echo)

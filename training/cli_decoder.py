@@ -5,12 +5,9 @@ sampler and encoder are exported with the new decoder."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-
-from training.cli_common import step_progress
 
 
 @click.command("decoder")
@@ -36,56 +33,9 @@ from training.cli_common import step_progress
 def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overrides, out, export_dir, attribute_export,
                 snapshot) -> None:
     """Adapt the decoder to the prior's samples; writes model.pt like `facegen-train autoencoder`."""
-    import dataclasses
+    from training.stages import configure
+    from training.stages.generator import adapt_decoder
+    from training.train_autoencoder import ADAPT_PRESETS
 
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    from training import config as config_io
-    from training.generator_data import load_generator_set
-    from training.models.latent_prior import TwoStageSampler
-    from training.run_state import RunFolder
-    from training.train_autoencoder import ADAPT_PRESETS, reconstruction_error, train
-    from training.two_stage import export_two_stage, load_autoencoder, load_prior, sampler_report
-
-    autoencoder = load_autoencoder(autoencoder_run)
-    try:
-        cfg = config_io.override(ADAPT_PRESETS[preset], config_io.parse_overrides(overrides))
-        # the architecture is the one being fine-tuned, whatever the preset says
-        cfg = dataclasses.replace(cfg, model=autoencoder.cfg, init_from=str(autoencoder_run))
-        run = RunFolder(out, cfg)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    prior = load_prior(prior_run, seed=cfg.seed)
-    if (prior.cfg.grid_size, prior.cfg.data_channels) != (autoencoder.cfg.latent_size, autoencoder.cfg.latent_channels):
-        raise click.ClickException(f"{prior_run}'s prior models another grid than {autoencoder_run} makes")
-    gs = load_generator_set(data, conditions_csv, cfg.model.image_size, cfg.seed)
-    conditions = torch.from_numpy(gs.conditions[~gs.held_out].astype(np.float32))
-
-    @torch.no_grad()
-    def prior_sampler(k: int, temperatures: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        cond = conditions[torch.randint(len(conditions), (k,), generator=gen)]
-        scale = temperatures[:, None, None, None]  # mu + T·sigma·noise = mu + sigma·(T·noise)
-        noise = [scale * torch.randn(k, *s, generator=gen) for s in prior.group_shapes]
-        return prior.sample(cond, noise, 1.0)
-
-    with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        _, ema = train(gs.images[~gs.held_out], cfg, run, progress=step_progress(bar), prior_sampler=prior_sampler)
-    model = ema.shadow.eval().requires_grad_(False)
-    if snapshot is not None:
-        path = run.snapshot_path(snapshot)
-        if not path.exists():
-            raise click.ClickException(f"{path} not found (snapshots: every snapshot_every={cfg.snapshot_every} steps)")
-        model.load_state_dict(torch.load(path, map_location="cpu"))
-    report = {"autoencoder": str(autoencoder_run), "prior": str(prior_run), "snapshot": snapshot,
-              "held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None,
-              **sampler_report(TwoStageSampler(prior, model).eval(), run.root, attribute_export)}
-    torch.save(model.state_dict(), run.root / "model.pt")
-    (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    run.close()
-    click.echo(json.dumps(report, indent=2))
-    if export_dir is not None:
-        card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
-                "prior_run": str(prior_run), "decoder_config": config_io.to_dict(cfg), "metrics": report}
-        export_two_stage(prior, model, export_dir, None, card, echo=click.echo)
+    adapt_decoder(data, configure(ADAPT_PRESETS, preset, overrides), out, autoencoder_run, prior_run, conditions_csv,
+                  attribute_export, export_dir, snapshot, echo=click.echo)

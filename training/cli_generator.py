@@ -3,13 +3,10 @@ latent grid), then its evaluation and the exports of the sampler and the encoder
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import click
-
-from training.cli_common import step_progress
-from training.two_stage import export_two_stage, load_autoencoder, load_prior, sampler_report
 
 
 @click.command("generator")
@@ -41,60 +38,12 @@ from training.two_stage import export_two_stage, load_autoencoder, load_prior, s
 def generator_cmd(data, conditions_csv, autoencoder_run, preset, overrides, out, attribute_export, export_dir,
                   encoder_dir, attributes_run, readjust_batches, readjust_temperature) -> None:
     """Train the latent prior on stage 1's grids; report, sample, sweep, export sampler + encoder."""
-    from tqdm import tqdm
+    from training.stages import configure
+    from training.stages.generator import train_prior
+    from training.train_latent_prior import TRAIN_PRESETS
 
-    from training import config as config_io
-    from training.generator_data import load_generator_set
-    from training.loop import finish_distributed
-    from training.models.latent_prior import LatentPrior, TwoStageSampler
-    from training.run_state import RunFolder
-    from training.train_generator import readjust_bn
-    from training.train_latent_prior import TRAIN_PRESETS, Consistency, encode_set, held_out, train
-
-    try:
-        given = {"readjust_batches": readjust_batches, "readjust_temperature": readjust_temperature}
-        cfg = config_io.override(TRAIN_PRESETS[preset], {**config_io.parse_overrides(overrides),
-                                                         **{k: v for k, v in given.items() if v is not None}})
-        LatentPrior(cfg.model)  # an inconsistent hierarchy fails here, before the data is read
-        run = RunFolder(out, cfg)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    autoencoder = load_autoencoder(autoencoder_run)
-    ae_cfg = autoencoder.cfg
-    if (ae_cfg.latent_size, ae_cfg.latent_channels) != (cfg.model.grid_size, cfg.model.data_channels):
-        raise click.ClickException(
-            f"the prior models a {cfg.model.grid_size}×{cfg.model.grid_size}×{cfg.model.data_channels} grid but "
-            f"{autoencoder_run} makes {ae_cfg.latent_size}×{ae_cfg.latent_size}×{ae_cfg.latent_channels}")
-    gs = load_generator_set(data, conditions_csv, ae_cfg.image_size, cfg.seed)
-    train_grids = encode_set(autoencoder, gs.images[~gs.held_out])
-    judge = None
-    if cfg.condition_weight > 0:
-        from training.train_attributes import load_trained
-
-        if not (attributes_run / "model.pt").exists():
-            raise click.ClickException(f"condition_weight > 0 needs the trained attribute model: {attributes_run}/model.pt "
-                                       "not found (`facegen-train attributes --out runs/attributes`)")
-        anchor = load_prior(Path(cfg.anchor_from), seed=cfg.seed) if cfg.anchor_from and cfg.anchor_weight > 0 else None
-        judge = Consistency(autoencoder, load_trained(attributes_run)[0], anchor)
-    with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar), judge=judge)
-    if not finish_distributed():
-        return  # under torchrun, rank 0 alone evaluates and exports
-    prior = ema.shadow.eval()
-    report = {"held_out": None, "autoencoder": str(autoencoder_run)}
-    if gs.held_out.any():
-        report["held_out"] = held_out(prior, encode_set(autoencoder, gs.images[gs.held_out], mirrored=False)[0],
-                                      gs.conditions[gs.held_out])
-    else:
-        click.echo("warning: no image was held out (5 % by file name), so there is no held-out score", err=True)
-    if cfg.readjust_batches:
-        readjust_bn(prior, cfg.readjust_temperature, cfg.readjust_batches, seed=cfg.seed)
-        report["readjust_bn"] = {"batches": cfg.readjust_batches, "temperature": cfg.readjust_temperature}
-    report.update(sampler_report(TwoStageSampler(prior, autoencoder).eval(), run.root, attribute_export))
-    (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    run.close()
-    click.echo(json.dumps(report, indent=2))
-    if export_dir is not None:
-        card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
-                "config": config_io.to_dict(cfg), "autoencoder_config": config_io.to_dict(ae_cfg), "metrics": report}
-        export_two_stage(prior, autoencoder, export_dir, encoder_dir, card, echo=click.echo)
+    given = {"readjust_batches": readjust_batches, "readjust_temperature": readjust_temperature}
+    cfg = configure(TRAIN_PRESETS, preset, overrides)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    train_prior(data, cfg, out, autoencoder_run, conditions_csv, attribute_export, attributes_run, export_dir,
+                encoder_dir, echo=click.echo)

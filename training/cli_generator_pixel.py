@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from training.cli_common import step_progress
+from training.stages import step_progress
 
 
 @click.command("generator-pixel")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from training.cli_common import open_dataset_or_exit
+from training.stages import open_dataset
 
 DEFAULT_MODEL = Path("exports/attributes/1")
 
@@ -32,7 +32,7 @@ def label_ui_cmd(data, n, port, host, model_dir, no_model) -> None:
 
     if model_dir is None and not no_model and DEFAULT_MODEL.is_dir():
         model_dir = DEFAULT_MODEL
-    ds = open_dataset_or_exit(data)
+    ds = open_dataset(data)
     try:
         suggest = model_suggestions(model_dir) if model_dir is not None and not no_model else None
         sheet = Sheet(ds, n, suggest)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import click
@@ -27,10 +26,9 @@ import click
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
 def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, colours, workers) -> None:
     """Render the procedural face set in the seed's layout, with ground truth."""
-    from tqdm import tqdm
-
-    from training.data.synth_dataset import SynthDatasetConfig, write_synth_dataset
+    from training.data.synth_dataset import SynthDatasetConfig
     from training.data.synthetic import SynthConfig
+    from training.stages.data import synth as render_set
 
     try:
         cfg = SynthDatasetConfig(
@@ -39,11 +37,4 @@ def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    t0 = time.perf_counter()
-    with tqdm(total=n, unit="img", desc="synth") as bar:
-        placed = write_synth_dataset(out, cfg, workers=workers, progress=bar.update)
-    dt = time.perf_counter() - t0
-    counts = {k: sum(p.file.startswith(k) for p in placed) for k in ("Female/", "Male/", "unlabeled/")}
-    size_mb = sum(f.stat().st_size for f in out.rglob("*.png")) / 2**20
-    click.echo(f"wrote {n} images to {out} in {dt:.1f} s ({n / dt:.0f} img/s, {size_mb:.1f} MB): "
-               + ", ".join(f"{k.rstrip('/')} {v}" for k, v in counts.items()))
+    render_set(out, cfg, workers=workers, echo=click.echo)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-class MissingRun(FileNotFoundError):
-    """A stage's input run is not there yet; the message says which command makes it."""
+from training.stages import MissingRun
 
 
 def load_autoencoder(run_dir: Path):
