@@ -235,9 +235,9 @@ def generate_cmd(count, eyes, mouth, hair_color, background, head, temperature, 
 
 def _generate_grpc(target, wanted, count, temperature, seed, oversample, retouch, allow_partial) -> list[dict]:
     import grpc
-    from google.protobuf.json_format import MessageToDict
 
     from services.core.proto import pb, rpc
+    from services.core.wire import to_json
 
     conds = {}
     for name, v in wanted.items():
@@ -252,19 +252,10 @@ def _generate_grpc(target, wanted, count, temperature, seed, oversample, retouch
             resp = rpc.GenerationServiceStub(ch).Generate(req, timeout=120)
         except grpc.RpcError as exc:
             raise click.ClickException(f"{exc.code().name}: {exc.details()}") from None
-    out = []
-    for f in resp.faces:
-        d = MessageToDict(f, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-        d.pop("png", None)
-        d["seed"] = f.seed  # proto JSON writes 64-bit integers as strings; the report matches HTTP's
-        d["png_bytes"] = f.png
-        out.append(d)
-    return out
+    return _with_png_bytes([to_json(f) for f in resp.faces])
 
 
 def _generate_http(url, wanted, count, temperature, seed, oversample, retouch, allow_partial) -> list[dict]:
-    import base64
-
     import httpx
 
     conds = {n: ({"min": v[0], "max": v[1]} if isinstance(v, tuple) else v) for n, v in wanted.items()}
@@ -274,7 +265,13 @@ def _generate_http(url, wanted, count, temperature, seed, oversample, retouch, a
         r = httpx.post(f"{url.rstrip('/')}/generate", json=body, timeout=120)
     if r.status_code != 200:
         raise click.ClickException(f"HTTP {r.status_code}: {r.text[:500]}")
-    faces = r.json()["faces"]
+    return _with_png_bytes(r.json()["faces"])
+
+
+def _with_png_bytes(faces: list[dict]) -> list[dict]:
+    """Faces as both transports answer them (the proto's JSON), each PNG decoded for the grid."""
+    import base64
+
     for f in faces:
         f["png_bytes"] = base64.b64decode(f.pop("png"))
     return faces

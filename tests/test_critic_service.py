@@ -53,7 +53,9 @@ def test_score_over_http_and_grpc_matches_the_export(server, generated, synth_ro
     assert r.status_code == 200, r.text
     scores = r.json()["scores"]
     np.testing.assert_allclose([s["realness"] for s in scores], want_r, atol=1e-5)
-    np.testing.assert_allclose([s["realness_map"] for s in scores], want_map, atol=1e-4)
+    # the proto's RealnessMap on both transports: size × size values, row-major
+    maps = [np.reshape(s["realness_map"]["values"], (s["realness_map"]["size"],) * 2) for s in scores]
+    np.testing.assert_allclose(maps, want_map, atol=1e-4)
     with grpc.insecure_channel(server.grpc_target) as ch:
         resp = rpc.CriticServiceStub(ch).Score(pb.ScoreRequest(images=[pb.Image(encoded=p) for p in pngs]))
     np.testing.assert_allclose([s.realness for s in resp.scores], want_r, atol=1e-5)
@@ -82,7 +84,7 @@ def test_retouch_returns_the_refiner_output_and_realness_before_after(server, ge
     r = httpx.post(f"{server.url}/v1/retouch", content=_png(generated[0]), timeout=30)
     assert r.status_code == 200, r.text
     face = r.json()["faces"][0]
-    np.testing.assert_array_equal(decode(base64.b64decode(face["png"])), want[0])
+    np.testing.assert_array_equal(decode(base64.b64decode(face["image"]["encoded"])), want[0])
     assert face["before"]["realness"] == pytest.approx(float(want_before[0]), abs=1e-5)
 
 

@@ -18,6 +18,7 @@ from services.core.bento import ModelService, Unready, body_route, forbid_unknow
 from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, grpc_call, http_call, remaining
+from services.core.wire import to_json
 from services.shared import images as imgs
 
 
@@ -34,12 +35,16 @@ class AttributeServicer(rpc.AttributeServiceServicer):
 
     async def Infer(self, request, context):
         async with grpc_call(self.model.metrics, "Infer", context):
-            rows = await measure(self.model, await self.model.decode(request.images), remaining(context))
-            return pb.InferResponse(conditions=[pb.Conditions(**r) for r in rows], model=pb.ModelInfo(**self.model.info))
+            return await _infer_pb(self.model, await self.model.decode(request.images), remaining(context))
+
+
+async def _infer_pb(model: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> pb.InferResponse:
+    rows = await measure(model, decoded, timeout_s)
+    return pb.InferResponse(conditions=[pb.Conditions(**r) for r in rows], model=pb.ModelInfo(**model.info))
 
 
 async def _infer_body(svc: AttributeService, decoded: list[np.ndarray]) -> dict:
-    return {"conditions": await measure(svc.model, decoded), "model": svc.model.info}
+    return to_json(await _infer_pb(svc.model, decoded))
 
 
 @bentoml.asgi_app(status_app("attributes", [body_route("attributes", "infer", _infer_body)]), path="/v1")

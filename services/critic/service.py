@@ -11,7 +11,6 @@ FACEGEN_REFINER_EXPORT, FACEGEN_CRITIC_GRPC_PORT and the common FACEGEN_* servin
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import bentoml
@@ -21,6 +20,7 @@ from services.core.bento import ModelService, Unready, body_route, forbid_unknow
 from services.core.body_limit import BodyLimit
 from services.core.proto import pb, rpc
 from services.core.runtime import ImageModel, ServingConfig, grpc_call, http_call, remaining
+from services.core.wire import to_json
 from services.shared import images as imgs
 
 
@@ -56,31 +56,37 @@ class CriticServicer(rpc.CriticServiceServicer):
     async def Score(self, request, context):
         critic = self.svc.model
         async with grpc_call(critic.metrics, "Score", context):
-            rows = await score(critic, await critic.decode(request.images), remaining(context))
-            return pb.ScoreResponse(scores=[_realness_pb(r) for r in rows], model=pb.ModelInfo(**critic.info))
+            return await _score_pb(self.svc, await critic.decode(request.images), remaining(context))
 
     async def Retouch(self, request, context):
-        critic, refiner = self.svc.model, self.svc.refiner
+        critic = self.svc.model
         async with grpc_call(critic.metrics, "Retouch", context):
             decoded = await critic.decode(request.images)
-            images, before, after = await retouch(critic, refiner, decoded, remaining(context))
-            h, w = images.shape[1:3]
-            faces = [pb.RetouchedFace(
-                image=pb.Image(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w)) if request.raw_output
-                else pb.Image(encoded=imgs.encode_png(img)),
-                before=_realness_pb(b), after=_realness_pb(a)) for img, b, a in zip(images, before, after, strict=True)]
-            return pb.RetouchResponse(faces=faces, critic=pb.ModelInfo(**critic.info), refiner=pb.ModelInfo(**refiner.info))
+            return await _retouch_pb(self.svc, decoded, request.raw_output, remaining(context))
+
+
+async def _score_pb(svc: CriticService, decoded: list[np.ndarray], timeout_s: float | None = None) -> pb.ScoreResponse:
+    rows = await score(svc.model, decoded, timeout_s)
+    return pb.ScoreResponse(scores=[_realness_pb(r) for r in rows], model=pb.ModelInfo(**svc.model.info))
+
+
+async def _retouch_pb(svc: CriticService, decoded: list[np.ndarray], raw: bool,
+                      timeout_s: float | None = None) -> pb.RetouchResponse:
+    images, before, after = await retouch(svc.model, svc.refiner, decoded, timeout_s)
+    h, w = images.shape[1:3]
+    faces = [pb.RetouchedFace(image=pb.Image(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w)) if raw
+                              else pb.Image(encoded=imgs.encode_png(img)),
+                              before=_realness_pb(b), after=_realness_pb(a))
+             for img, b, a in zip(images, before, after, strict=True)]
+    return pb.RetouchResponse(faces=faces, critic=pb.ModelInfo(**svc.model.info), refiner=pb.ModelInfo(**svc.refiner.info))
 
 
 async def _score_body(svc: CriticService, decoded: list[np.ndarray]) -> dict:
-    return {"scores": await score(svc.model, decoded), "model": svc.model.info}
+    return to_json(await _score_pb(svc, decoded))
 
 
 async def _retouch_body(svc: CriticService, decoded: list[np.ndarray]) -> dict:
-    images, before, after = await retouch(svc.model, svc.refiner, decoded)
-    faces = [{"png": base64.b64encode(imgs.encode_png(img)).decode(), "before": b, "after": a}
-             for img, b, a in zip(images, before, after, strict=True)]
-    return {"faces": faces, "critic": svc.model.info, "refiner": svc.refiner.info}
+    return to_json(await _retouch_pb(svc, decoded, raw=False))
 
 
 @bentoml.asgi_app(status_app("critic", [body_route("critic", "score", _score_body),
@@ -111,7 +117,8 @@ class CriticService(ModelService):
 
     @bentoml.api(route="/score")
     async def score(self, images: list[Path]) -> dict:
-        """Realness and realness map for uploaded image files (multipart field `images`, repeatable)."""
+        """Realness and realness map (size × size values, row-major) for uploaded image files (multipart
+        field `images`, repeatable): the ScoreResponse message."""
 
         async def work():
             return await _score_body(self, await self.model.decode([f.read_bytes() for f in images], "bytes"))
@@ -120,7 +127,8 @@ class CriticService(ModelService):
 
     @bentoml.api(route="/retouch")
     async def retouch(self, images: list[Path]) -> dict:
-        """Retouched faces (base64 PNG) with realness and map before and after."""
+        """Retouched faces (base64 PNG in image.encoded) with realness and map before and after: the
+        RetouchResponse message."""
 
         async def work():
             return await _retouch_body(self, await self.model.decode([f.read_bytes() for f in images], "bytes"))

@@ -25,6 +25,7 @@ from services.core.body_limit import BodyLimit, limit_from_env, read_body, repla
 from services.core.errors import BadRequest, Conflict, NotFound
 from services.core.proto import pb, rpc
 from services.core.runtime import REPO, ImageModel, grpc_call, http_call, remaining
+from services.core.wire import to_json
 from services.filter.jobs import (
     DEFAULT_THRESHOLD,
     DatasetJob,
@@ -94,7 +95,7 @@ class FilterCore:
         """Runs `job` to the end; the caller holds exclusive(job.job_id)."""
         async for _ in self.run_job(job):
             pass
-        return {"summary": job.result, "selection_csv": job.csv_path.read_text()}
+        return {"summary": to_json(pb.Summary(**job.result)), "selection_csv": job.csv_path.read_text()}
 
 
 class FilterServicer(rpc.FilterServiceServicer):
@@ -103,9 +104,7 @@ class FilterServicer(rpc.FilterServiceServicer):
 
     async def Classify(self, request, context):
         async with grpc_call(self.core.model.metrics, "Classify", context):
-            decoded = await self.core.model.decode(request.images)
-            p = await self.core.classify(decoded, remaining(context))
-            return pb.ClassifyResponse(p_female=p, model=pb.ModelInfo(**self.core.model.info))
+            return await _classify_pb(self.core, await self.core.model.decode(request.images), remaining(context))
 
     async def FilterDataset(self, request, context):
         async with grpc_call(self.core.model.metrics, "FilterDataset", context):
@@ -133,8 +132,12 @@ def _unpack(archive: Path, data: Path) -> None:
         raise
 
 
+async def _classify_pb(core: FilterCore, decoded: list[np.ndarray], timeout_s: float | None = None) -> pb.ClassifyResponse:
+    return pb.ClassifyResponse(p_female=await core.classify(decoded, timeout_s), model=pb.ModelInfo(**core.model.info))
+
+
 async def _classify_body(svc: FilterService, decoded: list[np.ndarray]) -> dict:
-    return {"p_female": await svc.core.classify(decoded), "model": svc.model.info}
+    return to_json(await _classify_pb(svc.core, decoded))
 
 
 @bentoml.asgi_app(status_app("filter", [body_route("filter", "classify", _classify_body)]), path="/v1")

@@ -12,7 +12,6 @@ MAX_TIMEOUT_S, MAX_CANDIDATES, MAX_OVERSAMPLE, STREAM_CHUNK, COALESCE, UPSTREAM_
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from services.core.grpc_server import GrpcServer
 from services.core.metrics import ServiceMetrics
 from services.core.proto import pb, rpc
 from services.core.runtime import grpc_call, http_call, remaining, settings_from_env
+from services.core.wire import Seed, to_json
 from services.pipeline.admission import Admission, AdmissionConfig
 from services.pipeline.edit import Edited, edit_face, validate_edit
 from services.pipeline.generate import Face, Pipeline, validate
@@ -86,18 +86,6 @@ async def pngs_of(faces: list[Face]) -> list[bytes]:
     return [f.encoded for f in faces]
 
 
-def face_dict(f: Face, png: bytes) -> dict:
-    out = {"candidate": f.candidate, "seed": f.seed, "png": base64.b64encode(png).decode(),
-           "requested": _conditions(f.requested), "retouched": f.retouched, "missing": f.missing,
-           "realness_before": f.before.realness if f.before else None,
-           "realness_after": f.after.realness if f.after else None, "p_female": f.p_female,
-           "measured": None, "error": None, "condition_error": f.condition_error}
-    if f.measured is not None:
-        out["measured"] = _conditions(f.measured)
-        out["error"] = _conditions(abs(f.measured - f.requested))
-    return out
-
-
 def face_pb(f: Face, png: bytes) -> pb.GeneratedFace:
     msg = pb.GeneratedFace(png=png, seed=f.seed, candidate=f.candidate,
                            requested=pb.Conditions(**_conditions(f.requested)), retouched=f.retouched, missing=f.missing)
@@ -138,12 +126,10 @@ def _edit_pb(e: Edited, png: bytes, changed: list[str]) -> pb.EditFaceResponse:
     return msg
 
 
-def _edit_dict(e: Edited, png: bytes, changed: list[str]) -> dict:
-    return {"png": base64.b64encode(png).decode(), "measured_before": _conditions(e.measured_before),
-            "requested": _conditions(e.requested), "changed": changed,
-            "measured_after": _conditions(e.measured_after),
-            "realness_before": e.before.realness if e.before else None,
-            "realness_after": e.after.realness if e.after else None, "retouched": e.retouched}
+async def _generate_pb(spec, faces: list[Face], degraded) -> pb.GenerateResponse:
+    pngs = await pngs_of(faces)
+    return pb.GenerateResponse(faces=[face_pb(f, png) for f, png in zip(faces, pngs, strict=True)],
+                               degraded=sorted(degraded), candidates=spec.candidates)
 
 
 class GenerationServicer(rpc.GenerationServiceServicer):
@@ -154,10 +140,7 @@ class GenerationServicer(rpc.GenerationServiceServicer):
         async with grpc_call(self.svc.metrics, "Generate", context):
             spec = spec_from_pb(request, self.svc.cfg)
             faces, degraded = await self.svc.pipeline.generate(spec, remaining(context))
-            pngs = await pngs_of(faces)
-            return pb.GenerateResponse(faces=[face_pb(f, png) for f, png in zip(faces, pngs, strict=True)],
-                                       degraded=sorted(degraded),
-                                       candidates=spec.candidates)
+            return await _generate_pb(spec, faces, degraded)
 
     async def Edit(self, request, context):
         async with grpc_call(self.svc.metrics, "Edit", context):
@@ -257,14 +240,15 @@ class GenerationService:
     async def generate(
         self,
         conditions: ConditionsIn | None = None,
-        count: Annotated[int, Field(ge=0, le=1024, strict=True)] = 1,
+        count: Annotated[int, Field(ge=0, strict=True)] = 1,
         temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE,
-        seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0,
+        seed: Seed = 0,
         retouch: bool = True,
-        oversample: Annotated[int, Field(ge=0, le=64, strict=True)] = 1,
+        oversample: Annotated[int, Field(ge=0, strict=True)] = 1,
         allow_partial: bool = False,
     ) -> dict:
-        """Faces for the requested conditions, with realness, measured conditions and P(female)."""
+        """Faces for the requested conditions, with realness, measured conditions and P(female): the
+        GenerateResponse message (count ≤ FACEGEN_PIPELINE_MAX_FACES, oversample ≤ MAX_OVERSAMPLE)."""
 
         async def work():
             wanted = {}
@@ -274,9 +258,7 @@ class GenerationService:
             spec = validate(wanted, count, temperature, seed, retouch, oversample, allow_partial,
                             self.cfg.max_faces, self.cfg.max_oversample)
             faces, degraded = await self.pipeline.generate(spec)
-            pngs = await pngs_of(faces)
-            return {"faces": [face_dict(f, png) for f, png in zip(faces, pngs, strict=True)],
-                    "degraded": sorted(degraded), "candidates": spec.candidates}
+            return to_json(await _generate_pb(spec, faces, degraded))
 
         return await http_call(self.metrics, "generate", work)
 
@@ -290,16 +272,17 @@ class GenerationService:
         background: Annotated[float, Field(ge=0.0, le=1.0)] | None = None,
         head: Annotated[float, Field(ge=0.0, le=1.0)] | None = None,
         retouch: bool = True,
-        keep_groups: Annotated[int, Field(ge=0, le=1024, strict=True)] | None = None,
-        seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0,
+        keep_groups: Annotated[int, Field(ge=0, strict=True)] | None = None,
+        seed: Seed = 0,
     ) -> dict:
-        """Your face (multipart file `image`) with the conditions you give changed, the rest kept."""
+        """Your face (multipart file `image`) with the conditions you give changed, the rest kept: the
+        EditFaceResponse message."""
 
         async def work():
             changes = {"eyes": eyes, "mouth": mouth, "hair_color": hair_color, "background": background, "head": head}
             spec = validate_edit(image.read_bytes(), changes, retouch, keep_groups, seed)
             edited = await edit_face(self.pipeline, spec, None)
-            return _edit_dict(edited, (await encode_pngs([edited.image]))[0], sorted(spec.changes))
+            return to_json(_edit_pb(edited, (await encode_pngs([edited.image]))[0], sorted(spec.changes)))
 
         return await http_call(self.metrics, "edit", work)
 

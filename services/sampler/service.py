@@ -8,7 +8,6 @@ The seed → noise mapping lives in services/sampler/model.py (numpy, documented
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
 import bentoml
@@ -20,6 +19,7 @@ from services.core.body_limit import BodyLimit
 from services.core.errors import BadRequest
 from services.core.proto import conditions_pb, pb, rpc
 from services.core.runtime import decode_images, grpc_call, http_call, remaining
+from services.core.wire import Seed, to_json
 from services.sampler.model import SamplerModel
 from services.shared.conditions import OMITTED
 from services.shared.images import encode_png
@@ -36,11 +36,6 @@ class ConditionsIn(BaseModel):
     head: Unit = OMITTED
 
 
-def _faces(model: SamplerModel, spec, images: np.ndarray) -> list[tuple[bytes, int, dict[str, float]]]:
-    return [(encode_png(img), spec.seed + i, dict(zip(model.conditions, map(float, spec.conditions[i]), strict=True)))
-            for i, img in enumerate(images)]
-
-
 def _face_pb(img: np.ndarray, seed: int, conditions: np.ndarray, names: list[str], raw: bool) -> pb.SampledFace:
     """A face on the wire: raw pixels as they are (no PNG round trip between services), or a PNG."""
     cond = conditions_pb(names, conditions)
@@ -48,6 +43,11 @@ def _face_pb(img: np.ndarray, seed: int, conditions: np.ndarray, names: list[str
         return pb.SampledFace(raw=pb.RawImage(pixels=img.tobytes(), height=img.shape[0], width=img.shape[1]),
                               seed=seed, conditions=cond)
     return pb.SampledFace(png=encode_png(img), seed=seed, conditions=cond)
+
+
+def _sample_pb(model: SamplerModel, spec, images: np.ndarray, raw: bool) -> pb.SampleResponse:
+    faces = [_face_pb(img, spec.seed + i, spec.conditions[i], model.conditions, raw) for i, img in enumerate(images)]
+    return pb.SampleResponse(faces=faces, model=pb.ModelInfo(**model.info), temperature=spec.temperature)
 
 
 class SamplerServicer(rpc.SamplerServiceServicer):
@@ -61,9 +61,7 @@ class SamplerServicer(rpc.SamplerServiceServicer):
             temperature = request.temperature if request.HasField("temperature") else None
             spec = self.model.validate(conds, request.count, temperature, request.seed)
             images = await self.model.sample(spec, remaining(context))
-            faces = [_face_pb(img, spec.seed + i, spec.conditions[i], names, request.raw_output)
-                     for i, img in enumerate(images)]
-            return pb.SampleResponse(faces=faces, model=pb.ModelInfo(**self.model.info), temperature=spec.temperature)
+            return _sample_pb(self.model, spec, images, request.raw_output)
 
     async def Edit(self, request, context):
         async with grpc_call(self.model.metrics, "Edit", context):
@@ -96,19 +94,17 @@ class SamplerService(ModelService):
     async def sample(
         self,
         conditions: list[ConditionsIn],
-        count: Annotated[int, Field(ge=0, le=1024, strict=True)] = 0,
+        count: Annotated[int, Field(ge=0, strict=True)] = 0,
         temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE,
-        seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0,
+        seed: Seed = 0,
     ) -> dict:
-        """Faces as base64 PNGs: one per conditions entry, or `count` faces for a single entry."""
+        """Faces as base64 PNGs: one per conditions entry, or `count` faces for a single entry
+        (at most the service's FACEGEN_SAMPLER_MAX_IMAGES_PER_REQUEST). The SampleResponse message."""
 
         async def work():
             names = self.model.conditions
             spec = self.model.validate([[getattr(c, n) for n in names] for c in conditions], count, temperature, seed)
-            images = await self.model.sample(spec)
-            faces = [{"png": base64.b64encode(png).decode(), "seed": s, "conditions": c}
-                     for png, s, c in _faces(self.model, spec, images)]
-            return {"faces": faces, "model": self.model.info, "temperature": spec.temperature}
+            return to_json(_sample_pb(self.model, spec, await self.model.sample(spec), raw=False))
 
         return await http_call(self.model.metrics, "sample", work)
 

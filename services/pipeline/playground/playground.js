@@ -55,7 +55,9 @@ function generateBody(overrides = {}) {
     conditions,
     count: overrides.count ?? Number($("count").value),
     temperature: Number($("temperature").value),
-    seed: Number($("seed").value),
+    // a uint64, sent as the digits typed, as the API writes seeds back (a JavaScript number
+    // loses digits past 2^53); the API words the error for anything else
+    seed: $("seed").value.trim() || "0",
     retouch: $("retouch").checked,
     oversample: Number($("oversample").value),
   };
