@@ -178,20 +178,21 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
 
 
 def _synth_config(n: int, overrides: list[str]):
-    """The procedural set of `--synth N` and the processes that render it, with synth.KEY=VALUE
-    overrides (seed, hand_labels, workers …)."""
-    from training.data.synth_dataset import SynthDatasetConfig
-    from training.data.synthetic import SynthConfig
+    """The procedural set of `--synth N` and the processes that render it: the synth command's
+    defaults with synth.KEY=VALUE overrides (seed, hand_labels, workers …)."""
+    from training.cli_synth import synth
+    from training.stages import StageError
+    from training.stages.data import synth_config
 
-    values = {"seed": 0, "size": 64, "hand_labels": 1000, "unlabeled_fraction": 0.2, "label_noise": 0.0,
-              "cue_spread": 0.3, "colours": 0, "workers": 2}
+    values = {p.name: p.default for p in synth.params if p.name not in ("out", "n")}
+    values["workers"] = 2  # the chain's own default (the command's is one process per core)
     for item in overrides:
         k, _, v = item.partition("=")
         if k not in values:
             raise click.BadParameter(f"synth has no setting {k!r} (one of {', '.join(values)})", param_hint="--set")
         values[k] = type(values[k])(v)
-    size, cue_spread, workers = values.pop("size"), values.pop("cue_spread"), values.pop("workers")
+    workers = values.pop("workers")
     try:
-        return SynthDatasetConfig(n=n, **values, render=SynthConfig(size=size, cue_spread=cue_spread)), workers
-    except ValueError as exc:
+        return synth_config(n, **values), workers
+    except StageError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from None

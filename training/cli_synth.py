@@ -26,15 +26,12 @@ import click
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
 def synth(out, n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, colours, workers) -> None:
     """Render the procedural face set in the seed's layout, with ground truth."""
-    from training.data.synth_dataset import SynthDatasetConfig
-    from training.data.synthetic import SynthConfig
+    from training.stages import StageError
     from training.stages.data import synth as render_set
+    from training.stages.data import synth_config
 
     try:
-        cfg = SynthDatasetConfig(
-            n=n, seed=seed, unlabeled_fraction=unlabeled_fraction, label_noise=label_noise,
-            hand_labels=hand_labels, colours=colours, render=SynthConfig(size=size, cue_spread=cue_spread),
-        )
-    except ValueError as e:
+        cfg = synth_config(n, seed, size, hand_labels, unlabeled_fraction, label_noise, cue_spread, colours)
+    except StageError as e:
         raise click.UsageError(str(e)) from None
     render_set(out, cfg, workers=workers, echo=click.echo)

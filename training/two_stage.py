@@ -66,12 +66,12 @@ def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | N
     echo(f"exported the encoder to {encoder_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
 
 
-def sampler_report(sampler, root: Path, attribute_export: Path) -> dict:
+def sampler_report(sampler, root: Path, attribute_export: Path | None) -> dict:
     """What every stage that ends in a two-stage sampler reports: its sample and sweep grids
     (written in `root`), and its condition fidelity by the exported attribute model, if any."""
     from training.eval_generator import condition_fidelity, sample_grids
 
     report = {"grids": [str(p) for p in sample_grids(sampler, root)]}
-    if attribute_export.exists():
+    if attribute_export is not None and attribute_export.exists():
         report["condition_fidelity"] = condition_fidelity(sampler, attribute_export)
     return report

@@ -24,17 +24,18 @@ from services.core.wire import to_json
 from services.shared import images as imgs
 
 
-def _realness(out: dict[str, np.ndarray]) -> list[dict]:
-    return [{"realness": float(r), "realness_map": m.astype(float).tolist()}
+def _realness(out: dict[str, np.ndarray]) -> list[pb.Realness]:
+    """The critic's outputs as messages: each face's realness and its size × size map, row-major."""
+    return [pb.Realness(realness=float(r), realness_map=pb.RealnessMap(size=m.shape[0], values=m.ravel().tolist()))
             for r, m in zip(out["realness"], out["realness_map"], strict=True)]
 
 
-async def score(critic: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> list[dict]:
+async def score(critic: ImageModel, decoded: list[np.ndarray], timeout_s: float | None = None) -> list[pb.Realness]:
     return _realness(await critic.infer(critic.prepare(decoded), timeout_s))
 
 
 async def retouch(critic: ImageModel, refiner: ImageModel, decoded: list[np.ndarray],
-                  timeout_s: float | None = None) -> tuple[np.ndarray, list[dict], list[dict]]:
+                  timeout_s: float | None = None) -> tuple[np.ndarray, list[pb.Realness], list[pb.Realness]]:
     """(retouched uint8 images, realness before, realness after)."""
     batch = critic.prepare(decoded)
     images = (await refiner.infer(batch, timeout_s))["retouched"]
@@ -42,11 +43,6 @@ async def retouch(critic: ImageModel, refiner: ImageModel, decoded: list[np.ndar
     # their thread pools compete
     both = _realness(await critic.infer(np.concatenate([batch, images]), timeout_s))
     return images, both[: len(batch)], both[len(batch) :]
-
-
-def _realness_pb(r: dict) -> pb.Realness:
-    m = np.asarray(r["realness_map"], np.float32)
-    return pb.Realness(realness=r["realness"], realness_map=pb.RealnessMap(size=m.shape[0], values=m.ravel().tolist()))
 
 
 class CriticServicer(rpc.CriticServiceServicer):
@@ -66,8 +62,7 @@ class CriticServicer(rpc.CriticServiceServicer):
 
 
 async def _score_pb(svc: CriticService, decoded: list[np.ndarray], timeout_s: float | None = None) -> pb.ScoreResponse:
-    rows = await score(svc.model, decoded, timeout_s)
-    return pb.ScoreResponse(scores=[_realness_pb(r) for r in rows], model=pb.ModelInfo(**svc.model.info))
+    return pb.ScoreResponse(scores=await score(svc.model, decoded, timeout_s), model=pb.ModelInfo(**svc.model.info))
 
 
 async def _retouch_pb(svc: CriticService, decoded: list[np.ndarray], raw: bool,
@@ -76,7 +71,7 @@ async def _retouch_pb(svc: CriticService, decoded: list[np.ndarray], raw: bool,
     h, w = images.shape[1:3]
     faces = [pb.RetouchedFace(image=pb.Image(raw=pb.RawImage(pixels=img.tobytes(), height=h, width=w)) if raw
                               else pb.Image(encoded=imgs.encode_png(img)),
-                              before=_realness_pb(b), after=_realness_pb(a))
+                              before=b, after=a)
              for img, b, a in zip(images, before, after, strict=True)]
     return pb.RetouchResponse(faces=faces, critic=pb.ModelInfo(**svc.model.info), refiner=pb.ModelInfo(**svc.refiner.info))
 

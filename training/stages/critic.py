@@ -112,9 +112,11 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
     if attribute_export is not None and attribute_export.exists():
         from training.select import OnnxImageModel
 
-        measure = OnnxImageModel(attribute_export)
+        measure, measured_by = OnnxImageModel(attribute_export), str(attribute_export)
     else:
         from training.train_attributes import predict
+
+        measured_by = str(attributes_run)  # its PyTorch model, without an export
 
         def measure(x):
             return predict(attributes, x)
@@ -137,9 +139,8 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
     card = {"training_data": {"root": str(data), "real_images": {k: len(v) for k, v in real.items()},
                               "generator": str(generator_export), "generated_per_critic": cfg.generated},
             # the models that judged or steered this run, so a card says what its figures were read by
-            "inputs": {"attributes_run": str(attributes_run), "judge": None if independent is None else str(judge_export),
-                       "attributes": str(attribute_export) if attribute_export is not None and attribute_export.exists()
-                       else None},
+            "inputs": {"attributes_run": str(attributes_run), "drift_measured_by": measured_by,
+                       "judge": None if independent is None else str(judge_export)},
             "metrics": report}
     from training import config as config_io
 

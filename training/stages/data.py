@@ -9,6 +9,21 @@ from pathlib import Path
 from training.stages import Echo, StageError, open_dataset, print_echo
 
 
+def synth_config(n: int, seed: int, size: int, hand_labels: int, unlabeled_fraction: float, label_noise: float,
+                 cue_spread: float, colours: int):
+    """The SynthDatasetConfig of the synth settings a user gives (`facegen-train synth`'s options,
+    `facegen-train all --set synth.KEY=VALUE`); a value out of range is the user's to fix."""
+    from training.data.synth_dataset import SynthDatasetConfig
+    from training.data.synthetic import SynthConfig
+
+    try:
+        return SynthDatasetConfig(n=n, seed=seed, unlabeled_fraction=unlabeled_fraction, label_noise=label_noise,
+                                  hand_labels=hand_labels, colours=colours,
+                                  render=SynthConfig(size=size, cue_spread=cue_spread))
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
+
+
 def synth(out: Path, cfg, workers: int = 1, echo: Echo = print_echo) -> dict[str, int]:
     """Render `cfg` (a SynthDatasetConfig) into `out` in the seed's layout, with ground truth;
     returns the image count per top folder."""
