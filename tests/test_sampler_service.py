@@ -66,16 +66,13 @@ def test_a_condition_left_out_means_the_same_on_both_transports(server):
     http = httpx.post(f"{server.url}/sample", json=body, timeout=60).json()
     explicit = httpx.post(f"{server.url}/sample", json={**body, "conditions": [
         {"eyes": 0.9, "mouth": 0.5, "hair_color": 0.5, "background": 0.5, "head": 0.5}]}, timeout=60).json()
-    # the same faces; a batch placed on the lone session (more intra-op threads) may round one
-    # pixel of the tiny test model the other way, so pixels, not PNG bytes, are compared
-    for f, g in zip(http["faces"], explicit["faces"], strict=True):
-        a, b = _png(base64.b64decode(f["png"])).astype(int), _png(base64.b64decode(g["png"])).astype(int)
-        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.001
+    # the same PNG bytes, whichever session ran each batch (a lone session is kept only for batch
+    # sizes where it answers bitwise as the lanes do)
+    assert [f["png"] for f in http["faces"]] == [g["png"] for g in explicit["faces"]]
     with grpc.insecure_channel(server.grpc_target) as ch:
         resp = rpc.SamplerServiceStub(ch).Sample(pb.SampleRequest(conditions=[pb.Conditions(eyes=0.9)], count=2, seed=5))
     assert [f.conditions.head for f in resp.faces] == [0.5, 0.5]
-    for face, ref in zip(resp.faces, http["faces"], strict=True):
-        assert np.abs(_png(face.png).astype(int) - _png(base64.b64decode(ref["png"])).astype(int)).max() <= 1
+    assert [f.png for f in resp.faces] == [base64.b64decode(f["png"]) for f in http["faces"]]
 
 
 def test_bodies_over_the_limit_and_loose_types_are_refused(server):

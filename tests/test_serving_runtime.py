@@ -92,6 +92,27 @@ def test_a_lone_session_that_answers_otherwise_is_dropped_at_its_first_batch():
     assert all(np.array_equal(out[k], lane[k]) for k in lane)
 
 
+class _DisagreeingAtTwo(_Disagreeing):
+    """A lone session that agrees on one row and differs on two (as the tests' tiny generator does
+    at batch 2 on two threads)."""
+
+    def _run(self, x, session):
+        return super()._run(x, session) if len(x) == 2 else ImageModel._run(self, x, session)
+
+
+@pytest.mark.parametrize("lone_threads", [0, 2])
+def test_every_batch_size_is_compared_before_the_lone_session_runs_it(lone_threads):
+    """One size agreeing says nothing of another; an explicit FACEGEN_LONE_THREADS is held to the
+    same rule as the auto setting."""
+    model = _DisagreeingAtTwo("filter", ServingConfig(lone_threads=lone_threads, **CPU))
+    faces = np.random.default_rng(0).integers(0, 256, (2, model.height, model.width, 3), np.uint8)
+    model._run_alone(faces[:1])
+    assert model.lone_session is not None and model._agreed == {1}
+    lane = ImageModel._run(model, faces, model.session)
+    out = model._run_alone(faces)
+    assert model.lone_session is None and all(np.array_equal(out[k], lane[k]) for k in lane)
+
+
 @pytest.mark.parametrize("name", ["refiner", "sampler"])
 def test_a_session_that_skipped_its_shrink_settles_it_once_idle(monkeypatch, name):
     """Batches inside the shrink rate limit leave their session owing a shrink; once the model is

@@ -149,6 +149,7 @@ class BatchedModel:
         self._wide_threads = cfg.lone_threads or self.lanes * threads
         # while auto measures: batch size → session → run times
         self._trial: dict[int, dict[str, list[float]]] | None = None
+        self._agreed: set[int] = set()  # batch sizes whose lone and lane outputs were compared equal
         self.lone_session = self._lone_session()
         self.batcher = MicroBatcher(
             partial(self._run, session=self.session), cfg.max_batch_size, cfg.max_latency_ms, cfg.max_queue,
@@ -219,22 +220,26 @@ class BatchedModel:
     def _run_alone(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """A batch that runs alone. Whether more threads help a single row depends on the graph
         (here: the refiner 5.6 → 3.3 ms with two, the generator 3.2 → 3.5 ms, slower), so in the
-        auto setting the first lone batches alternate between the two sessions (the first is run on
-        both, and the lone session is dropped unless their outputs are bitwise equal) until one
-        batch size has run LONE_TRIAL_RUNS times on each, and the faster
-        by its fastest run is kept. This is measured while serving, not at start-up: the services
-        start side by side, and timed then, the refiner's gain came and went with its neighbours'
-        start-up work."""
-        if self._trial is None:
-            return self._run(x, self.lone_session or self.session)
-        if not self._trial:
+        auto setting the lone batches alternate between the two sessions until one batch size has
+        run LONE_TRIAL_RUNS times on each, and the faster by its fastest run is kept. This is
+        measured while serving, not at start-up: the services start side by side, and timed then,
+        the refiner's gain came and went with its neighbours' start-up work. Whatever the setting,
+        the first lone batch of each size runs on both sessions, and the lone session is dropped
+        unless their outputs are bitwise equal."""
+        if self.lone_session is not None and len(x) not in self._agreed:
             # the same request must give the same answer whichever session runs it: a graph whose
-            # results depend on the thread count (float sums split otherwise) keeps the lanes only
+            # results depend on the thread count (float sums split otherwise) keeps the lanes only;
+            # one size agreeing says nothing of another (the tiny test generator differs at 2 rows)
             lane, lone = self._run(x, self.session), self._run(x, self.lone_session)
             if any(not np.array_equal(lane[k], lone[k]) for k in lane):
-                log.info("%s: a lone batch differs with %d threads: lanes only", self.name, self._wide_threads)
+                log.info("%s: a lone batch of %d differs with %d threads: lanes only", self.name, len(x),
+                         self._wide_threads)
                 self.lone_session, self._trial = None, None
-                return lane
+            else:
+                self._agreed.add(len(x))
+            return lane
+        if self._trial is None:
+            return self._run(x, self.lone_session or self.session)
         trial = self._trial.setdefault(len(x), {"lane": [], "lone": []})  # like is timed against like
         key = "lane" if len(trial["lane"]) <= len(trial["lone"]) else "lone"
         t0 = time.perf_counter()
