@@ -15,6 +15,7 @@ import click
 
 from services.shared.conditions import CONDITIONS
 from services.shared.ports import grpc_port
+from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -199,7 +200,7 @@ def _condition(value: str | None, name: str):
 @click.option("--hair-color", "hair_color", metavar="V|MIN:MAX", help="0 light … 1 dark")
 @click.option("--background", metavar="V|MIN:MAX", help="0 dark … 1 bright")
 @click.option("--head", metavar="V|MIN:MAX", help="0 turned left, 0.5 frontal, 1 right")
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.8, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0, MAX_TEMPERATURE), default=DEFAULT_TEMPERATURE, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--oversample", type=click.IntRange(1, 8), default=1, show_default=True,
               help="draw k·n candidates, keep the n most realistic and faithful")

@@ -84,6 +84,14 @@ def test_interrupted_run_resumes_to_the_same_weights(splits, tmp_path):
     # a different config in the same folder is refused, not mixed
     with pytest.raises(config_io.ConfigError, match="different config"):
         RunFolder(tmp_path / "b", config_io.override(cfg, {"lr": 0.1}))
+    with pytest.raises(config_io.ConfigError, match="different config"):
+        RunFolder(tmp_path / "b", config_io.override(cfg, {"steps": 10}))  # fewer steps: not an extension
+    # more steps train the same run further, from where it stopped
+    longer = config_io.override(cfg, {"steps": 26})
+    extended = train(splits, longer, RunFolder(tmp_path / "b", longer))
+    assert config_io.load(type(cfg), tmp_path / "b" / "config.json") == longer
+    assert not all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), extended.state_dict().values(),
+                                                      strict=True))
 
 
 def test_a_run_that_never_trained_takes_a_new_config(tmp_path):

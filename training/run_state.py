@@ -28,16 +28,25 @@ class RunFolder:
         # A folder whose earlier start failed before its first checkpoint (a wrong --data, say)
         # holds a config that governs nothing: a corrected command takes it over.
         trained = self.state_path.exists() or (self.root / "model.pt").exists()
+        extended_from = None
         if cfg_path.exists() and trained:
-            old = json.loads(cfg_path.read_text())
-            if old != json.loads(json.dumps(config_io.to_dict(cfg))):
-                raise config_io.ConfigError(
-                    f"{cfg_path} holds a different config; use another --out or delete the folder to start over"
-                )
+            old, new = json.loads(cfg_path.read_text()), json.loads(json.dumps(config_io.to_dict(cfg)))
+            if old != new:
+                # more steps for a run that is still improving: the one change that mixes nothing
+                # (the schedule becomes the new total's: the LR rises to where the longer run has it)
+                if {**old, "steps": None} != {**new, "steps": None} or new.get("steps", 0) <= old.get("steps", 0):
+                    raise config_io.ConfigError(
+                        f"{cfg_path} holds a different config; use another --out or delete the folder to start "
+                        "over (only `steps` may be raised, to train a run further)"
+                    )
+                extended_from = old["steps"]
+                config_io.save(cfg, cfg_path)
         else:
             config_io.save(cfg, cfg_path)
         self._log = (self.root / "log.jsonl").open("a")
         self._tb = _tensorboard(self.root / "tb")
+        if extended_from is not None:
+            self.log(extended_from, extended_to=new["steps"])
 
     def log(self, step: int, **values: float) -> None:
         self._log.write(json.dumps({"step": step, "time": round(time.time(), 3), **values}) + "\n")
