@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
+
 
 @click.command("evaluate-generator")
 @click.option("--export", "export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -18,7 +20,8 @@ import click
               default=Path("exports/judge/1"), show_default=True,
               help="an attribute model that took no part in training the generator")
 @click.option("--n", type=click.IntRange(min=10), default=1000, show_default=True, help="faces per set")
-@click.option("--temperature", "temperatures", type=click.FloatRange(0.0, 2.0), multiple=True, default=(0.8,),
+@click.option("--temperature", "temperatures", type=click.FloatRange(0.0, MAX_TEMPERATURE), multiple=True,
+              default=(DEFAULT_TEMPERATURE,),
               show_default=True, help="repeat for several; the goals are judged at the first")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from services.shared.conditions import CONDITIONS
+from services.shared.sampling import DEFAULT_TEMPERATURE
 from training import losses
 from training.models.generator import AttributeGenerator
 
@@ -46,23 +47,27 @@ def grid(images: np.ndarray, cols: int) -> Image.Image:
     return Image.fromarray(np.concatenate(rows, axis=0))
 
 
+# the grids show what a user gets when the temperature is left out, and two cooler rows beside it
+GRID_TEMPERATURES = tuple(round(DEFAULT_TEMPERATURE + d, 2) for d in (-0.4, -0.2, 0.0))
+
+
 @torch.no_grad()
 def sample_grids(model: AttributeGenerator, out: Path, seed: int = 0, n: int = 8) -> list[Path]:
-    """Random-condition samples at temperatures 0.6/0.8/1.0 (one row each, same noise and
-    conditions), and a sweep: each condition from 0 to 1 with the others at 0.5."""
+    """Random-condition samples at GRID_TEMPERATURES (one row each, same noise and conditions),
+    and a sweep at the default temperature: each condition from 0 to 1 with the others at 0.5."""
     model.eval()
     rng = np.random.default_rng(seed)
     cond = torch.from_numpy(rng.random((n, len(CONDITIONS)), dtype=np.float32))
     noise = noise_for(model, n, seed)
-    rows = [model.sample(cond, noise, t).numpy() for t in (0.6, 0.8, 1.0)]
-    paths = [out / "samples_t0.6-0.8-1.0.png"]
+    rows = [model.sample(cond, noise, t).numpy() for t in GRID_TEMPERATURES]
+    paths = [out / f"samples_t{'-'.join(f'{t:g}' for t in GRID_TEMPERATURES)}.png"]
     grid(np.concatenate(rows), n).save(paths[0])
     sweep = []
     base_noise = [z[:1].expand(n, *z.shape[1:]) for z in noise_for(model, 1, seed + 1)]
     for k in range(len(CONDITIONS)):
         c = torch.full((n, len(CONDITIONS)), 0.5)
         c[:, k] = torch.linspace(0, 1, n)
-        sweep.append(model.sample(c, base_noise, 0.6).numpy())
+        sweep.append(model.sample(c, base_noise, DEFAULT_TEMPERATURE).numpy())
     paths.append(out / "condition_sweep.png")
     grid(np.concatenate(sweep), n).save(paths[1])
     return paths
@@ -70,7 +75,7 @@ def sample_grids(model: AttributeGenerator, out: Path, seed: int = 0, n: int = 8
 
 @torch.no_grad()
 def condition_fidelity(model: AttributeGenerator, attribute_export: Path, n: int = 256, seed: int = 0,
-                       temperature: float = 0.8) -> dict:
+                       temperature: float = DEFAULT_TEMPERATURE) -> dict:
     """MAE between requested conditions and what the exported attribute model measures on the
     generated faces."""
     from training.select import OnnxImageModel

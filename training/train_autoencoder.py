@@ -69,7 +69,9 @@ class AutoencoderTrainConfig:
     init_from: str = ""  # an autoencoder folder (model.pt) whose weights this run starts from
     freeze_encoder: bool = False
     prior_samples: int = 0  # decoded prior samples per step (needs a prior; 0 = reconstructions only)
-    prior_temperatures: tuple[float, float] = (0.6, 1.0)  # each sample's temperature, uniform in this range
+    # each sample's temperature, uniform in this range: around the one users get when they leave it
+    # out (services/shared/sampling.DEFAULT_TEMPERATURE)
+    prior_temperatures: tuple[float, float] = (0.8, 1.2)
     snapshot_every: int = 0  # EMA weights kept as snapshots/stepNNNNNN.pt (quality against training time); 0 = none
     seed: int = 0
     threads: int = 0
@@ -91,7 +93,7 @@ ADAPT_PRESETS = {
     "default": AutoencoderTrainConfig(steps=4000, lr=5e-4, disc_lr=1e-3, warmup_steps=50, perceptual_start=0,
                                       disc_start=0, adversarial_start=300, adversarial_ramp=300,
                                       adversarial_weight=0.5, freeze_encoder=True, prior_samples=16,
-                                      snapshot_every=1000),
+                                      snapshot_every=500),
 }
 
 

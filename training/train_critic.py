@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from services.shared.sampling import DEFAULT_TEMPERATURE
 from training import loop
 from training.losses import patch_bce, refiner_losses
 from training.models.critic import CRITIC_PRESETS, Critic, CriticConfig
@@ -63,7 +64,8 @@ class CriticTrainConfig:
     large_change_above: float = 6.0
     history_size: int = 1024  # earlier refinements the critic keeps seeing (SimGAN §2.3)
     generated: int = 4000  # fresh generator samples per critic
-    temperatures: tuple[float, ...] = (0.6, 0.8, 1.0)
+    # the fakes are drawn around the temperature users get when they leave it out
+    temperatures: tuple[float, ...] = tuple(round(DEFAULT_TEMPERATURE + d, 2) for d in (-0.2, 0.0, 0.2))
     val_fraction: float = 0.1  # real images held out (by file-name hash) for the evaluation
     eval_faces: int = 512  # held-out generated faces the retouch is evaluated on
     eval_every: int = 200

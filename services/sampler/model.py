@@ -28,8 +28,10 @@ log = logging.getLogger("facegen.sampler")
 
 
 # an edit redraws the kept groups with the face's own latents at temperature 1 (they are the
-# encoder's, not draws), and the groups it does not keep with fresh noise at the default temperature
-EDIT_FREE_TEMPERATURE = DEFAULT_TEMPERATURE
+# encoder's, not draws), and the groups it does not keep with fresh noise at this temperature: an
+# edit's own setting (tests/perf/bench_edit.py), cooler than a new face's, as it redraws a face that
+# exists rather than varying new ones
+EDIT_FREE_TEMPERATURE = 0.8
 
 
 @dataclass(frozen=True)

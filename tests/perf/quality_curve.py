@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.shared.sampling import noise_for
+from services.shared.sampling import DEFAULT_TEMPERATURE, noise_for
 from training import config as config_io
 from training.models.latent_prior import LatentPrior, TwoStageSampler
 from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("data/bench"))
     ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
     ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     ap.add_argument("--reuse", type=Path, default=None,
                     help="an earlier curve's JSON (same n, data, judge): its points of these runs are kept, not redrawn")
     ap.add_argument("--out", type=Path, default=Path("training/assets/generator_quality_curve.png"))
