@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from services.shared.conditions import CONDITIONS
-from services.shared.sampling import DEFAULT_TEMPERATURE
+from services.shared.sampling import DEFAULT_TEMPERATURE, around_default
 from training import losses
 from training.models.generator import AttributeGenerator
 
@@ -48,7 +48,7 @@ def grid(images: np.ndarray, cols: int) -> Image.Image:
 
 
 # the grids show what a user gets when the temperature is left out, and two cooler rows beside it
-GRID_TEMPERATURES = tuple(round(DEFAULT_TEMPERATURE + d, 2) for d in (-0.4, -0.2, 0.0))
+GRID_TEMPERATURES = around_default(-0.4, -0.2, 0.0)
 
 
 @torch.no_grad()

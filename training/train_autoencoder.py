@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from services.shared.sampling import around_default
 from training import loop
 from training.models.autoencoder import AUTOENCODER_PRESETS, Autoencoder, AutoencoderConfig, PatchDiscriminator
 from training.models.face_features import FilterFeatures, load_filter_features
@@ -69,9 +70,8 @@ class AutoencoderTrainConfig:
     init_from: str = ""  # an autoencoder folder (model.pt) whose weights this run starts from
     freeze_encoder: bool = False
     prior_samples: int = 0  # decoded prior samples per step (needs a prior; 0 = reconstructions only)
-    # each sample's temperature, uniform in this range: around the one users get when they leave it
-    # out (services/shared/sampling.DEFAULT_TEMPERATURE)
-    prior_temperatures: tuple[float, float] = (0.8, 1.2)
+    # each sample's temperature, uniform in this range: around the one users get when they leave it out
+    prior_temperatures: tuple[float, float] = around_default(-0.3, 0.1)
     snapshot_every: int = 0  # EMA weights kept as snapshots/stepNNNNNN.pt (quality against training time); 0 = none
     seed: int = 0
     threads: int = 0

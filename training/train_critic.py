@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from services.shared.sampling import DEFAULT_TEMPERATURE
+from services.shared.sampling import around_default
 from training import loop
 from training.losses import patch_bce, refiner_losses
 from training.models.critic import CRITIC_PRESETS, Critic, CriticConfig
@@ -65,7 +65,7 @@ class CriticTrainConfig:
     history_size: int = 1024  # earlier refinements the critic keeps seeing (SimGAN §2.3)
     generated: int = 4000  # fresh generator samples per critic
     # the fakes are drawn around the temperature users get when they leave it out
-    temperatures: tuple[float, ...] = tuple(round(DEFAULT_TEMPERATURE + d, 2) for d in (-0.2, 0.0, 0.2))
+    temperatures: tuple[float, ...] = around_default(-0.2, 0.0, 0.2)
     val_fraction: float = 0.1  # real images held out (by file-name hash) for the evaluation
     eval_faces: int = 512  # held-out generated faces the retouch is evaluated on
     eval_every: int = 200

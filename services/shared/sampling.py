@@ -17,6 +17,12 @@ DEFAULT_TEMPERATURE = 1.1
 MAX_TEMPERATURE = 2.0
 
 
+def around_default(*offsets: float) -> tuple[float, ...]:
+    """Temperatures at these offsets from the default: what training draws, shows and judges
+    around the temperature users get, so they move with it."""
+    return tuple(round(DEFAULT_TEMPERATURE + d, 2) for d in offsets)
+
+
 def noise_for(seed: int, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
     """The standard-normal noise of every latent group for one face."""
     rng = np.random.default_rng(seed)

@@ -54,6 +54,13 @@ def main() -> None:
                     help="an earlier curve's JSON (same n, data, judge): its points of these runs are kept, not redrawn")
     ap.add_argument("--out", type=Path, default=Path("training/assets/generator_quality_curve.png"))
     args = ap.parse_args()
+    reused = {}
+    if args.reuse is not None:
+        old = json.loads(args.reuse.read_text())
+        drawn = {k: old.get(k, v) for k, v in (("temperature", args.temperature), ("n", args.n))}
+        if drawn != {"temperature": args.temperature, "n": args.n}:
+            ap.error(f"--reuse {args.reuse} was drawn at {drawn}, not temperature {args.temperature}, n {args.n}")
+        reused = {(p["run"], p["step"]): p for p in old["points"]}
     cfg = BenchmarkConfig(n=args.n, temperatures=(args.temperature,))
     j = judges(args.data, args.judge, cfg)
     ae = load_autoencoder(args.autoencoder)
@@ -68,9 +75,6 @@ def main() -> None:
         elapsed = _elapsed(args.decoder / "log.jsonl")
         snaps += [(args.decoder, s, offset + elapsed.get(int(s.stem[4:]), 0.0))
                   for s in sorted((args.decoder / "snapshots").glob("step*.pt"))]
-    reused = {}
-    if args.reuse is not None:
-        reused = {(p["run"], p["step"]): p for p in json.loads(args.reuse.read_text())["points"]}
     run_cfg = config_io.load(LatentPriorTrainConfig, runs[0] / "config.json")
     last_prior = None
     points = []
@@ -103,14 +107,15 @@ def main() -> None:
         print(f"{run} step {step}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
               f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
               f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"references": j.references, "points": points}, indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"temperature": args.temperature, "n": args.n, "references": j.references, "points": points}, indent=2) + "\n")
     _plot(points, j.references, args.out, ae_seconds / 60)
 
 
 def _prior(run_cfg: LatentPriorTrainConfig, snap: Path) -> LatentPrior:
     prior = LatentPrior(run_cfg.model)
     prior.load_state_dict({k: v.float() for k, v in torch.load(snap, map_location="cpu").items()})
-    readjust_bn(prior, 0.8, 20)
+    readjust_bn(prior, run_cfg.readjust_temperature, 20)  # as the export does, on fewer batches
     return prior.eval()
 
 
