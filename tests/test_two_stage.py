@@ -197,3 +197,51 @@ def test_decoder_adaptation_exports_a_chosen_snapshot(two_stage, synth_root, tmp
     assert any(not torch.equal(chosen[k], last[k]) for k in snap if k.startswith("decoder."))
     res = CliRunner().invoke(main, [*args, "--snapshot", "7"])
     assert res.exit_code == 1 and "step000007.pt not found" in res.output
+
+
+def test_stage_three_condition_term_reads_the_decoded_prior_samples():
+    """With condition_weight > 0 stage 3's loss holds weight × the attribute model's error on the
+    decoded prior samples (over the named conditions only), and its gradient reaches the decoder."""
+    import copy
+
+    from training import config as config_io
+    from training.models.attributes import ATTRIBUTE_PRESETS, AttributeNet
+    from training.models.autoencoder import PatchDiscriminator
+    from training.train_autoencoder import ADAPT_PRESETS, train_step
+
+    torch.manual_seed(0)
+    attributes = AttributeNet(ATTRIBUTE_PRESETS["tiny"]).eval().requires_grad_(False)
+    base = config_io.override(ADAPT_PRESETS["tiny"], {"adversarial_start": 100, "disc_start": 100, "bf16": False})
+    on = config_io.override(base, {"condition_weight": 3.0, "condition_names": ["eyes", "mouth"]})
+    ae = Autoencoder(AUTOENCODER_PRESETS["tiny"])
+    x = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    cfg_m = ae.cfg
+    grids, wanted = torch.randn(4, cfg_m.latent_channels, cfg_m.latent_size, cfg_m.latent_size), torch.rand(4, 5)
+    losses, drifts, decoders = [], [], []
+    for cfg in (base, on):
+        model = copy.deepcopy(ae)
+        disc = PatchDiscriminator(cfg.disc_widths)
+        opt = torch.optim.SGD(model.decoder.parameters(), lr=1.0)
+        opt_d = torch.optim.SGD(disc.parameters(), lr=0.0)
+        model.encoder.requires_grad_(False)
+        torch.manual_seed(1)
+        m = train_step(model, disc, opt, opt_d, x, 0, cfg, None, grids, wanted, attributes)
+        losses.append(m["loss"]), drifts.append(m["drift"]), decoders.append(model.decoder.state_dict())
+    assert drifts[0] == 0 and drifts[1] > 0
+    assert losses[1] - losses[0] == pytest.approx(3.0 * drifts[1], rel=1e-3)
+    assert any(not torch.equal(decoders[0][k], decoders[1][k]) for k in decoders[0])  # the term moved the decoder
+    all_five = config_io.override(on, {"condition_names": []})
+    model, disc = copy.deepcopy(ae), PatchDiscriminator(on.disc_widths)
+    frozen = torch.optim.SGD(model.decoder.parameters(), lr=0.0)
+    torch.manual_seed(1)
+    m = train_step(model, disc, frozen, frozen, x, 0, all_five, None, grids, wanted, attributes)
+    assert m["drift"] != pytest.approx(drifts[1])
+
+
+def test_stage_three_condition_term_needs_the_attribute_model(two_stage, synth_root, tmp_path):
+    res = CliRunner().invoke(main, ["decoder", "--data", str(synth_root), "--conditions", str(two_stage / "conditions.csv"),
+                                    "--autoencoder", str(two_stage / "runs" / "autoencoder"),
+                                    "--prior", str(two_stage / "runs" / "generator"), "--preset", "tiny",
+                                    "--set", "condition_weight=1", "--attributes-run", str(tmp_path / "none"),
+                                    "--out", str(tmp_path / "d")])
+    assert res.exit_code == 1 and "needs the trained attribute model" in res.output, res.output

@@ -27,15 +27,18 @@ import click
 @click.option("--attributes", "attribute_export", type=click.Path(file_okay=False, path_type=Path),
               default=Path("exports/attributes/1"), show_default=True,
               help="measures condition fidelity for the card (a quick check; the benchmark uses an independent judge)")
+@click.option("--attributes-run", "attributes_run", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/attributes"), show_default=True,
+              help="the trained attribute model that reads the prior's decoded samples when condition_weight > 0")
 @click.option("--snapshot", type=click.IntRange(min=1), default=None,
               help="use the EMA weights of this step's snapshot (snapshots/stepNNNNNN.pt) instead of the last: "
                    "the run's quality curve may peak before its end")
 def decoder_cmd(data, conditions_csv, autoencoder_run, prior_run, preset, overrides, out, export_dir, attribute_export,
-                snapshot) -> None:
+                attributes_run, snapshot) -> None:
     """Adapt the decoder to the prior's samples; writes model.pt like `facegen-train autoencoder`."""
     from training.stages import configure
     from training.stages.generator import adapt_decoder
     from training.train_autoencoder import ADAPT_PRESETS
 
     adapt_decoder(data, configure(ADAPT_PRESETS, preset, overrides), out, autoencoder_run, prior_run, conditions_csv,
-                  attribute_export, export_dir, snapshot, echo=click.echo)
+                  attribute_export, export_dir, snapshot, attributes_run, echo=click.echo)

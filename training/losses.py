@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.shared.conditions import CONDITIONS
+
 
 def dmol_nll(x: torch.Tensor, params: torch.Tensor, mixtures: int, per_pixel: bool = False) -> torch.Tensor:
     """-log p(x) per image (nats, summed over pixels and channels); x in [-1, 1], NCHW, 8-bit grid.
@@ -147,6 +149,24 @@ class SpectralRegularizer(nn.Module):
                 getattr(self, f"v{i}").copy_(v)
             total = total + torch.dot(u, w @ v)  # σ_max estimate, differentiable in W
         return total
+
+
+def condition_columns(names: tuple[str, ...]) -> list[int]:
+    """The columns of CONDITIONS a consistency term reads: `names`, or all five when empty."""
+    unknown = set(names) - set(CONDITIONS)
+    if unknown:
+        raise ValueError(f"unknown condition names {sorted(unknown)}; known: {list(CONDITIONS)}")
+    return [CONDITIONS.index(c) for c in names] or list(range(len(CONDITIONS)))
+
+
+def condition_drift(attributes: nn.Module, images: torch.Tensor, wanted: torch.Tensor,
+                    names: tuple[str, ...] = ()) -> torch.Tensor:
+    """Mean |read − wanted| over the conditions `names` (all five when empty), the attribute model reading
+    decoded NCHW images in [-1, 1] (gradients flow into the images, not the model's weights
+    when the caller froze them): the condition-consistency term of stages 2 and 3."""
+    faces = (images.float().permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255], as the attribute model reads
+    columns = condition_columns(names)
+    return (attributes(faces)[:, columns] - wanted[:, columns]).abs().mean()
 
 
 def patch_bce(patch_logits: torch.Tensor, real: bool | torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from services.shared.sampling import around_default
 from training import loop
+from training.losses import condition_drift
 from training.models.autoencoder import AUTOENCODER_PRESETS, Autoencoder, AutoencoderConfig, PatchDiscriminator
 from training.models.face_features import FilterFeatures, load_filter_features
 from training.models.layers import ImageInput
@@ -72,6 +73,13 @@ class AutoencoderTrainConfig:
     prior_samples: int = 0  # decoded prior samples per step (needs a prior; 0 = reconstructions only)
     # each sample's temperature, uniform in this range: around the one users get when they leave it out
     prior_temperatures: tuple[float, float] = around_default(-0.3, 0.1)
+    # condition consistency on the decoded prior samples (stage 2's term, here moving the decoder):
+    # a frozen attribute model reads them, weight × |read − requested| over `condition_names` (empty:
+    # all five) joins the loss; 0 = off. The adversarial decoder otherwise redraws the eye region a
+    # little away from what the prior's consistency fine-tunes had made readable (measured: the
+    # independent judge's eyes error rose with every 1000 stage-3 steps while FD fell).
+    condition_weight: float = 0.0
+    condition_names: tuple[str, ...] = ()
     snapshot_every: int = 0  # EMA weights kept as snapshots/stepNNNNNN.pt (quality against training time); 0 = none
     seed: int = 0
     threads: int = 0
@@ -122,10 +130,12 @@ def _reconstruct(model: Autoencoder, x: torch.Tensor, cfg: AutoencoderTrainConfi
 
 def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                x: torch.Tensor, step: int, cfg: AutoencoderTrainConfig, perceptual: FilterFeatures | None = None,
-               prior_grids: torch.Tensor | None = None) -> dict:
+               prior_grids: torch.Tensor | None = None, prior_conditions: torch.Tensor | None = None,
+               attributes: torch.nn.Module | None = None) -> dict:
     """One update of the autoencoder (and, from `disc_start` on, of the discriminator) on uint8
-    NHWC images `x`; `prior_grids` (normalised grids a frozen prior sampled) are decoded as more
-    fakes. A non-finite loss or gradient skips the update (VDVAE's guard)."""
+    NHWC images `x`; `prior_grids` (normalised grids a frozen prior sampled for `prior_conditions`)
+    are decoded as more fakes, and read by the frozen `attributes` model when cfg.condition_weight
+    > 0. A non-finite loss or gradient skips the update (VDVAE's guard)."""
     dev = x.device
     target = ImageInput()(x)
     adversarial = step >= cfg.adversarial_start
@@ -141,6 +151,10 @@ def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Op
             feat = perceptual.distance(recon, target).float().mean()
         rec = l1 + cfg.perceptual_weight * feat  # what the adaptive weight balances the adversarial term against
         loss = rec + cfg.latent_penalty * z.float().pow(2).mean()
+        drift = torch.zeros((), device=dev)
+        if drawn is not None and attributes is not None and cfg.condition_weight > 0:
+            drift = condition_drift(attributes, drawn, prior_conditions, cfg.condition_names)
+            loss = loss + cfg.condition_weight * drift
         if adversarial:
             disc.requires_grad_(False)
             adv = -disc(fakes).float().mean()
@@ -150,7 +164,8 @@ def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Op
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-    m = {"loss": loss.item(), "l1": l1.item(), "perceptual": feat.item(), "grad_norm": grad_norm.item(), "skipped": 0}
+    m = {"loss": loss.item(), "l1": l1.item(), "perceptual": feat.item(), "grad_norm": grad_norm.item(), "skipped": 0,
+         "drift": drift.item()}
     if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
         opt.zero_grad(set_to_none=True)
         m["skipped"] = 1
@@ -172,12 +187,15 @@ def train_step(model: Autoencoder, disc: PatchDiscriminator, opt: torch.optim.Op
 
 
 def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progress=None,
-          prior_sampler=None) -> tuple[Autoencoder, EMA]:
+          prior_sampler=None, attributes: torch.nn.Module | None = None) -> tuple[Autoencoder, EMA]:
     """images uint8 [N, H, W, 3]; resumes from run/state.pt. Returns (model, EMA) on the CPU.
-    `prior_sampler(k, temperatures, gen)` → k normalised grids of a frozen prior, needed when
-    cfg.prior_samples > 0."""
+    `prior_sampler(k, temperatures, gen)` → (k normalised grids of a frozen prior, the conditions
+    they were drawn for), needed when cfg.prior_samples > 0; `attributes` (frozen) reads the
+    decoded samples when cfg.condition_weight > 0."""
     if cfg.prior_samples and prior_sampler is None:
         raise ValueError("prior_samples > 0 needs a trained prior to sample from")
+    if cfg.condition_weight > 0 and (attributes is None or not cfg.prior_samples):
+        raise ValueError("condition_weight > 0 needs prior samples and an attribute model to read them")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -197,6 +215,8 @@ def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progr
     start = run.load_state(model=model, disc=disc, ema=ema, opt=opt, opt_d=opt_d, sched=sched)
     perceptual = load_filter_features(cfg.perceptual_export).to(dev) if cfg.perceptual_weight > 0 else None
     x_all = torch.from_numpy(images)
+    if attributes is not None:
+        attributes = attributes.to(dev).eval().requires_grad_(False)
     for step in range(start, cfg.steps):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(len(x_all), (cfg.batch_size,), generator=gen)
@@ -204,12 +224,12 @@ def train(images: np.ndarray, cfg: AutoencoderTrainConfig, run: RunFolder, progr
         if cfg.flip:
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(2), x)
-        grids = None
+        grids = wanted = None
         if cfg.prior_samples:
             lo, hi = cfg.prior_temperatures
             temps = lo + (hi - lo) * torch.rand(cfg.prior_samples, generator=gen)
-            grids = prior_sampler(cfg.prior_samples, temps, gen).to(dev)
-        m = train_step(model, disc, opt, opt_d, x.to(dev), step, cfg, perceptual, grids)
+            grids, wanted = (t.to(dev) for t in prior_sampler(cfg.prior_samples, temps, gen))
+        m = train_step(model, disc, opt, opt_d, x.to(dev), step, cfg, perceptual, grids, wanted, attributes)
         if not m["skipped"]:
             ema.update(model)
         sched.step()

@@ -149,10 +149,8 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
     loss = ((nll + kl_weighted).mean() + penalty) / dims
     drift = anchor = torch.zeros((), device=grid.device)
     if consistency:
-        faces = (judge.autoencoder.decode(sampled.float()).permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255]
-        read = judge.attributes(faces)
-        cols = [CONDITIONS.index(c) for c in cfg.condition_names] or list(range(len(CONDITIONS)))
-        drift = (read[:, cols] - wanted[:, cols]).abs().mean()
+        drift = losses.condition_drift(judge.attributes, judge.autoencoder.decode(sampled.float()), wanted,
+                                       cfg.condition_names)
         loss = loss + cfg.condition_weight * drift
         if judge.anchor is not None and cfg.anchor_weight > 0:
             with torch.no_grad():

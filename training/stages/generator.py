@@ -40,6 +40,16 @@ def train_autoencoder(data: Path, cfg, out: Path, conditions_csv: Path | None = 
     return report
 
 
+def _attribute_model(attributes_run: Path | None):
+    """The trained attribute model a condition-consistency term reads samples with."""
+    from training.train_attributes import load_trained
+
+    if attributes_run is None or not (attributes_run / "model.pt").exists():
+        raise StageError(f"condition_weight > 0 needs the trained attribute model: {attributes_run}/model.pt "
+                         "not found (`facegen-train attributes --out runs/attributes`)")
+    return load_trained(attributes_run)[0]
+
+
 def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_csv: Path | None = None,
                 attribute_export: Path | None = None, attributes_run: Path | None = None,
                 export_dir: Path | None = None, encoder_dir: Path | None = None, echo: Echo = print_echo) -> dict | None:
@@ -72,13 +82,8 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
     train_grids = encode_set(autoencoder, gs.images[~gs.held_out])
     judge = None
     if cfg.condition_weight > 0:
-        from training.train_attributes import load_trained
-
-        if attributes_run is None or not (attributes_run / "model.pt").exists():
-            raise StageError(f"condition_weight > 0 needs the trained attribute model: {attributes_run}/model.pt "
-                             "not found (`facegen-train attributes --out runs/attributes`)")
         anchor = load_prior(Path(cfg.anchor_from), seed=cfg.seed) if cfg.anchor_from and cfg.anchor_weight > 0 else None
-        judge = Consistency(autoencoder, load_trained(attributes_run)[0], anchor)
+        judge = Consistency(autoencoder, _attribute_model(attributes_run), anchor)
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar), judge=judge)
     if not finish_distributed():
@@ -106,9 +111,11 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
 
 def adapt_decoder(data: Path, cfg, out: Path, autoencoder_run: Path, prior_run: Path,
                   conditions_csv: Path | None = None, attribute_export: Path | None = None,
-                  export_dir: Path | None = None, snapshot: int | None = None, echo: Echo = print_echo) -> dict:
+                  export_dir: Path | None = None, snapshot: int | None = None, attributes_run: Path | None = None,
+                  echo: Echo = print_echo) -> dict:
     """Stage 3: fine-tune stage 1's decoder on what the frozen prior samples (beside its
-    reconstructions); `cfg.model` is replaced by the autoencoder's own. Writes model.pt like stage
+    reconstructions); `cfg.model` is replaced by the autoencoder's own. `attributes_run` (the
+    trained attribute model) reads the decoded samples when cfg.condition_weight > 0. Writes model.pt like stage
     1; with `snapshot`, that step's EMA weights are the result (the quality curve may peak before
     the end). Exports the sampler (prior + this decoder) and the encoder beside it."""
     import dataclasses
@@ -132,18 +139,22 @@ def adapt_decoder(data: Path, cfg, out: Path, autoencoder_run: Path, prior_run: 
         raise StageError(f"{prior_run}'s prior models another grid than {autoencoder_run} makes")
     if snapshot is not None and not cfg.snapshot_every:
         raise StageError("--snapshot needs snapshot_every > 0 in the config")
+    reader = None
+    if cfg.condition_weight > 0:
+        reader = _attribute_model(attributes_run)
     gs = load_generator_set(data, conditions_csv, cfg.model.image_size, cfg.seed, echo)
     conditions = torch.from_numpy(gs.conditions[~gs.held_out].astype(np.float32))
 
     @torch.no_grad()
-    def prior_sampler(k: int, temperatures: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def prior_sampler(k: int, temperatures: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         cond = conditions[torch.randint(len(conditions), (k,), generator=gen)]
         scale = temperatures[:, None, None, None]  # mu + T·sigma·noise = mu + sigma·(T·noise)
         noise = [scale * torch.randn(k, *s, generator=gen) for s in prior.group_shapes]
-        return prior.sample(cond, noise, 1.0)
+        return prior.sample(cond, noise, 1.0), cond
 
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
-        _, ema = train(gs.images[~gs.held_out], cfg, run, progress=step_progress(bar), prior_sampler=prior_sampler)
+        _, ema = train(gs.images[~gs.held_out], cfg, run, progress=step_progress(bar), prior_sampler=prior_sampler,
+                       attributes=reader)
     model = ema.shadow.eval().requires_grad_(False)
     if snapshot is not None:
         path = run.snapshot_path(snapshot)
