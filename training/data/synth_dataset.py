@@ -120,3 +120,19 @@ def write_synth_dataset(out: Path | str, cfg: SynthDatasetConfig, workers: int =
     write_conditions_csv(out / "hand_labels.csv", {f: {c: getattr(by_file[f], c) for c in CONDITIONS} for f in hand})
     (out / "synth_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return placed
+
+
+def rendered_face(root: Path | str, file: str) -> tuple[Face, SynthConfig]:
+    """The ground truth behind `file` of a set this module wrote (its synth_config.json and the
+    index in the file name), and the render settings that drew it: `render(face, cfg)` redraws the
+    file, and with a changed field, the same face as it would look with that change."""
+    from training import config as config_io
+
+    path = Path(root) / "synth_config.json"
+    if not path.exists():
+        raise ValueError(f"{path} not found: not a set written by `facegen-train synth`")
+    cfg = config_io.load(SynthDatasetConfig, path)
+    placed = place(int(Path(file).stem), cfg)
+    if placed.file != file:
+        raise ValueError(f"{file} is not where {path} puts face {placed.index} ({placed.file})")
+    return placed.face, cfg.render

@@ -39,6 +39,7 @@ class RealSet:
     images: np.ndarray  # uint8 [N, H, W, 3]
     conditions: np.ndarray  # float32 [N, 5]
     skin_tone: np.ndarray  # float32 [N], 0 light … 1 dark
+    files: tuple[str, ...] = ()  # each face's path under the set's folder
 
 
 def load_real(real_dir: Path, n: int, seed: int, size: int = 64) -> tuple[RealSet, RealSet]:
@@ -66,7 +67,8 @@ def load_real(real_dir: Path, n: int, seed: int, size: int = 64) -> tuple[RealSe
         picked = [rows[i] for i in part]
         images = np.stack([crop_and_resize(read(Path(real_dir) / r["file"]), pre) for r in picked])
         cond = np.array([[float(r[c]) for c in CONDITIONS] for r in picked], np.float32)
-        sets.append(RealSet(images, cond, np.array([float(r["skin_tone"]) for r in picked], np.float32)))
+        sets.append(RealSet(images, cond, np.array([float(r["skin_tone"]) for r in picked], np.float32),
+                            tuple(r["file"] for r in picked)))
     return sets[0], sets[1]
 
 
