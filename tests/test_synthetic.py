@@ -141,3 +141,19 @@ def test_palette_keeps_each_region_close_to_its_colour():
     for bad in (1, 257):
         with pytest.raises(ValueError, match="colours"):
             to_palette(rgb, bad)
+
+
+def test_a_written_file_gives_back_its_ground_truth(synth_root):
+    """rendered_face recovers the face behind a file of a written set: it redraws the file to the
+    pixel, and with a changed condition, the same face changed (the edit benchmark's true edit)."""
+    from services.shared.images import read
+    from training.data.synth_dataset import rendered_face
+
+    file = sorted(p.relative_to(synth_root).as_posix() for p in (synth_root / "Female").glob("*.png"))[0]
+    face, cfg = rendered_face(synth_root, file)
+    assert np.array_equal(render(face, cfg), read(synth_root / file))
+    changed = render(dataclasses.replace(face, hair_color=1.0 - face.hair_color), cfg)
+    assert not np.array_equal(changed, read(synth_root / file))
+    wrong = file.replace("Female/", "Male/")
+    with pytest.raises(ValueError, match="is not where"):
+        rendered_face(synth_root, wrong)
