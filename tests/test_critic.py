@@ -143,13 +143,35 @@ def test_tiny_chain_trains_evaluates_and_exports(synth_root, two_stage, tmp_path
         # calibrated on real faces critic A never saw: the largest flag_below within the budget
         cal = report["retouch"]["calibration"]
         assert sig["retouch"]["kind"] == "projection" and sig["retouch"]["flag_below"] == cal["flag_below"]
-        within = [t for t in cal["tried"] if t["real_change"] <= cfg.real_change_max]
+        within = [t for t in cal["tried"] if t["real_change"] <= cfg.real_change_max
+                  and t["flagged_share"] >= cfg.flagged_share_min]
         assert within == [] and cal["flag_below"] == 0.0 or within[0]["flag_below"] == cal["flag_below"]
     else:
         assert sig["retouch"]["flag_below"] == 0.5
     sess = ort.InferenceSession(str(exports / "critic" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     realness, realness_map = sess.run(None, {"images": np.zeros((2, 64, 64, 3), np.uint8)})
     assert realness.shape == (2,) and realness_map.shape == (2, 8, 8)
+
+
+def test_the_gate_calibration_keeps_the_change_where_the_map_flags(faces):
+    """Asked for all of the change on generated faces inside the regions the critic flags, the
+    calibration picks a gate that never reaches regions at or above the flag line (0.5); asked for
+    none, the largest gate within the real-face budget, which reaches further."""
+    from training.models.autoencoder import AUTOENCODER_PRESETS, Autoencoder
+    from training.models.refiner import ProjectionConfig, ProjectionRetouch
+    from training.train_critic import calibrate_projection
+
+    torch.manual_seed(0)
+    critic = Critic(CRITIC_PRESETS["tiny"]).folded()
+    real, generated = faces["held_out"][0][:8], faces["held_out"][1][:8]
+    with torch.no_grad():  # centre the untrained critic's logits: half of each map flagged, half not
+        critic.net[-1].bias -= critic.patch_logits(torch.from_numpy(generated)).median()
+    retoucher = ProjectionRetouch(critic, Autoencoder(AUTOENCODER_PRESETS["tiny"]).eval(), ProjectionConfig())
+    loose, _ = calibrate_projection(retoucher, real, 255.0, generated, 0.0)
+    strict, tried = calibrate_projection(retoucher, real, 255.0, generated, 1.0)
+    assert loose.flag_below == 1.2  # the first candidate: nothing to hold it back
+    assert strict.flag_below <= 0.5 < loose.flag_below
+    assert all(t["flagged_share"] < 1.0 for t in tried[:-1]) and tried[-1]["flag_below"] == strict.flag_below
 
 
 def test_pixel_change_counts_pixels_not_channels():

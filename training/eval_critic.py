@@ -55,14 +55,23 @@ def pixel_change(before: np.ndarray, after: np.ndarray) -> dict:
     return {"mean_abs_change": float(d.mean()), "fraction_changed": float((d.max(axis=-1) > CHANGED).mean())}
 
 
+FLAGGED_BELOW = 0.5  # a region the critic calls generated: realness below this
+
+
+def share_inside_flagged(realness_map: torch.Tensor, change: torch.Tensor) -> float:
+    """The share of a change's absolute mass (NHWC, any units) that falls in regions the map
+    [N, R, R] calls generated, pixels weighted by how far they moved."""
+    flagged = (upsample_map(realness_map, change.shape[1])[:, 0] < FLAGGED_BELOW)[..., None]
+    mass = change.abs().double()
+    return float((mass * flagged).sum() / mass.sum().clamp_min(1e-9))
+
+
 def change_inside_flagged(model, before: np.ndarray, after: np.ndarray) -> float:
     """The share of the retouch's absolute change that falls in regions the retouch's own critic
-    calls generated (realness < 0.5), pixels weighted by how far they moved."""
+    calls generated (realness < 0.5)."""
     with torch.no_grad():
         maps = torch.cat([model.critic(torch.from_numpy(before[i : i + 256]))[1] for i in range(0, len(before), 256)])
-    flagged = (upsample_map(maps, before.shape[1])[:, 0] < 0.5).numpy()[..., None]
-    change = np.abs(after.astype(np.float64) - before)
-    return float((change * flagged).sum() / max(change.sum(), 1e-9))
+    return share_inside_flagged(maps, torch.from_numpy(after.astype(np.float64) - before))
 
 
 def retouch_report(model: Retouch, judge: Critic, generated: np.ndarray, real: np.ndarray,

@@ -38,6 +38,9 @@ class CriticTrainConfig:
     # the projection's flag_below is calibrated on real faces critic A never saw (split B): the
     # largest whose retouch changes them by at most this much on average (0..255 units)
     real_change_max: float = 0.8
+    # … and whose change on generated faces critic A never saw (critic B's) falls at least this much
+    # inside the regions A's map calls generated: the retouch repairs what the map points at
+    flagged_share_min: float = 0.7
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     batch_size: int = 64  # critic batches: half real, half generated
     # region supervision, so the map points at what is wrong rather than at "generated" everywhere:
@@ -241,22 +244,39 @@ FLAG_CANDIDATES = tuple(round(1.2 - 0.05 * i, 2) for i in range(24))  # 1.2 … 
 
 
 def calibrate_projection(retoucher: ProjectionRetouch, real: np.ndarray, max_change: float,
+                         generated: np.ndarray | None = None, flagged_share_min: float = 0.0,
                          candidates: tuple[float, ...] = FLAG_CANDIDATES) -> tuple[ProjectionConfig, list[dict]]:
     """The largest flag_below (with the config's ramp) whose retouch changes `real` faces by at
-    most `max_change` (mean, 0..255); and the change at each candidate tried."""
+    most `max_change` (mean, 0..255) and, with `generated` faces, puts at least `flagged_share_min`
+    of its change on them inside the regions the critic calls generated; and the figures of each
+    candidate tried."""
     import dataclasses
 
-    with torch.no_grad():
-        x = torch.from_numpy(real).float()
+    from training.eval_critic import share_inside_flagged
+
+    @torch.no_grad()
+    def maps_and_projection(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(images).float()
         maps = torch.cat([retoucher.critic(x[i : i + 256])[1] for i in range(0, len(x), 256)])
         delta = torch.cat([retoucher.project(x[i : i + 128]) for i in range(0, len(x), 128)]) - x
+        return x, maps, delta
+
+    def retouched_change(x, maps, delta, cfg) -> torch.Tensor:
+        gate = ProjectionRetouch(retoucher.critic, retoucher.autoencoder, cfg).gate(maps, x.shape[1])
+        return torch.round(x + gate * delta).clamp(0, 255) - x
+
+    real_set = maps_and_projection(real)
+    fake_set = maps_and_projection(generated) if generated is not None and len(generated) else None
     tried = []
     for flag in candidates:
         cfg = dataclasses.replace(retoucher.cfg, flag_below=round(float(flag), 4))
-        gate = ProjectionRetouch(retoucher.critic, retoucher.autoencoder, cfg).gate(maps, x.shape[1])
-        change = float((torch.round(x + gate * delta).clamp(0, 255) - x).abs().mean())
-        tried.append({"flag_below": cfg.flag_below, "real_change": change})
-        if change <= max_change:
+        row = {"flag_below": cfg.flag_below, "real_change": float(retouched_change(*real_set, cfg).abs().mean())}
+        fits = row["real_change"] <= max_change
+        if fake_set is not None:
+            row["flagged_share"] = share_inside_flagged(fake_set[1], retouched_change(*fake_set, cfg))
+            fits = fits and row["flagged_share"] >= flagged_share_min
+        tried.append(row)
+        if fits:
             return cfg, tried
     return dataclasses.replace(retoucher.cfg, flag_below=0.0), tried  # nothing fits: leave faces alone
 

@@ -91,10 +91,11 @@ class Retouch(nn.Module):
 @dataclass(frozen=True)
 class ProjectionConfig:
     # regions the flagging critic scores at or above flag_below stay untouched; at flag_below − ramp
-    # and below they take the whole projection, linearly in between (a wide ramp puts the change
-    # where the critic is surest: 74 % of it in regions below 0.5 with 0.45, 69 % with 0.2)
+    # and below they take the whole projection, linearly in between. flag_below is calibrated per
+    # critic (train_critic.calibrate_projection); a narrower ramp keeps more of the change where the
+    # map flags at the same FD gain (the frontier is in tests/perf/RESULTS.md)
     flag_below: float = 0.6
-    ramp: float = 0.45
+    ramp: float = 0.3
     iterations: int = 1  # projections in a row (each costs one encoder and one decoder pass)
 
 

@@ -104,11 +104,14 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
         from training.two_stage import load_autoencoder
 
         retoucher = ProjectionRetouch(critic_a, load_autoencoder(autoencoder), cfg.projection).eval()
-        # on real faces critic A never saw (critic B's split), not the held-out ones reported on
-        projection, tried = calibrate_projection(retoucher, real["b"][:500], cfg.real_change_max)
+        # on real and generated faces critic A never saw (critic B's), not the held-out ones reported on
+        projection, tried = calibrate_projection(retoucher, real["b"][:500], cfg.real_change_max, fake["b"][:500],
+                                                 cfg.flagged_share_min)
         retoucher = ProjectionRetouch(critic_a, retoucher.autoencoder, projection).eval()
-        calibration = {"flag_below": projection.flag_below, "tried": tried, "real_change_max": cfg.real_change_max}
-        echo(f"projection retouch: flag_below {projection.flag_below} (real faces changed ≤ {cfg.real_change_max}/255)")
+        calibration = {"flag_below": projection.flag_below, "ramp": projection.ramp, "tried": tried,
+                       "real_change_max": cfg.real_change_max, "flagged_share_min": cfg.flagged_share_min}
+        echo(f"projection retouch: flag_below {projection.flag_below} (real faces changed ≤ {cfg.real_change_max}/255, "
+             f"≥ {cfg.flagged_share_min:.0%} of the change on generated faces where critic A flags)")
     if attribute_export is not None and attribute_export.exists():
         from training.select import OnnxImageModel
 
