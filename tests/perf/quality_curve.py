@@ -5,7 +5,7 @@ the last prior, judged by the benchmark (same real sets, judge and references fo
 The x axis is wall time since stage 1 started (stage 1's time, then each later run's up to the snapshot).
 
   PYTHONPATH=. python tests/perf/quality_curve.py --run runs/generator [--run runs/prior_anchor ...] \
-      [--decoder runs/decoder] --autoencoder runs/autoencoder --n 500 [--reuse OLD.json] \
+      [--decoder runs/decoder ...] --autoencoder runs/autoencoder --n 500 [--reuse OLD.json] \
       --out training/assets/generator_quality_curve.png
 """
 
@@ -43,8 +43,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, action="append",
                     help="stage 2's run folder; repeat, in order, for fine-tunes that started from the previous one")
-    ap.add_argument("--decoder", type=Path, default=None,
-                    help="stage 3's run folder (decoder adaptation): its snapshots, with the last --run's prior")
+    ap.add_argument("--decoder", type=Path, action="append", default=[],
+                    help="stage 3's run folder (decoder adaptation): its snapshots, with the last --run's prior; "
+                         "repeat, in order, for runs that started from the previous one's decoder")
     ap.add_argument("--autoencoder", type=Path, default=Path("runs/autoencoder"))
     ap.add_argument("--data", type=Path, default=Path("data/bench"))
     ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
@@ -71,10 +72,11 @@ def main() -> None:
         elapsed = _elapsed(run / "log.jsonl")
         snaps += [(run, s, offset + elapsed.get(int(s.stem[4:]), 0.0)) for s in sorted((run / "snapshots").glob("step*.pt"))]
         offset += max(elapsed.values())
-    if args.decoder is not None:  # resumed runs start their log where they left off: its snapshots after the resume
-        elapsed = _elapsed(args.decoder / "log.jsonl")
-        snaps += [(args.decoder, s, offset + elapsed.get(int(s.stem[4:]), 0.0))
-                  for s in sorted((args.decoder / "snapshots").glob("step*.pt"))]
+    for decoder in args.decoder:  # resumed runs start their log where they left off: its snapshots after the resume
+        elapsed = _elapsed(decoder / "log.jsonl")
+        snaps += [(decoder, s, offset + elapsed.get(int(s.stem[4:]), 0.0))
+                  for s in sorted((decoder / "snapshots").glob("step*.pt"))]
+        offset += max(elapsed.values())
     run_cfg = config_io.load(LatentPriorTrainConfig, runs[0] / "config.json")
     last_prior = None
     points = []
@@ -83,7 +85,7 @@ def main() -> None:
         if (str(run), step) in reused:
             points.append({**reused[(str(run), step)], "minutes": seconds / 60})
             continue
-        if run == args.decoder:
+        if run in args.decoder:
             if last_prior is None:
                 last_prior = _prior(run_cfg, sorted((runs[-1] / "snapshots").glob("step*.pt"))[-1])
             decoder = load_autoencoder(args.autoencoder)
