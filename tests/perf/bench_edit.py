@@ -7,7 +7,8 @@ conditions, the generator redraws them with the one condition changed (to 0.85 i
 below 0.5, else 0.15). The independent judge (exports/judge/1, trained on another set) reads the
 result. Figures, each beside its reference from the same run:
 - target: |judge(edited) − target| of the edited condition (the judge on the real faces: its own error);
-- drift: |judge(edited) − judge(face)| of the other four;
+- drift: |judge(edited) − judge(face)| of the other four (beside the true edit's: what the judge
+  reads as drift when nothing else changed);
 - change outside the edited region (eyes and mouth: the face outside their box), mean /255, beside
   the same for a "null edit" (target = measured: what the redraw alone changes);
 - identity: the edited face is nearer its source than any other face of the set, in MobileNetV2
@@ -149,10 +150,11 @@ def main() -> None:
         target[:, k] = np.where(measured[:, k] < 0.5, 0.85, 0.15)
         out = edit(src, measured, target, args.keep_groups)
         true = true_edits(args.data, faces.files, c, target[:, k])
-        got = judge(out)
+        got, judged_true = judge(out), judge(true)
         others = [i for i in range(len(CONDITIONS)) if i != k]
         row = {"target_mae": float(np.abs(got[:, k] - target[:, k]).mean()),
-               "true_edit_target_mae": float(np.abs(judge(true)[:, k] - target[:, k]).mean()),
+               "true_edit_target_mae": float(np.abs(judged_true[:, k] - target[:, k]).mean()),
+               "true_edit_drift": float(np.abs(judged_true[:, others] - judged[:, others]).mean()),
                "true_edit_identity": nearest_is_source(net, true, f_src),
                "identity_vs_true": nearest_is_own(net, out, true),
                "true_edit_change_per_255": float(np.abs(true.astype(float) - src).mean()),
@@ -168,14 +170,14 @@ def main() -> None:
         report["conditions"][c] = row
     if args.pipeline:
         report["pipeline"] = pipeline_latency(src, 50)
-    print("| edited | target MAE (judge; true edit) | moved toward | others' drift | change /255 (outside region; "
+    print("| edited | target MAE (judge; true edit) | moved toward | others' drift (true edit) | change /255 (outside region; "
           "null edit; true edit) | identity (true edit) | identity vs true |")
     print("|---|---|---|---|---|---|---|")
     for c, r in report["conditions"].items():
         outside_txt = (f" ({r['change_outside_per_255']:.1f}; {r['null_change_outside_per_255']:.1f}; "
                        f"{r['true_edit_change_outside_per_255']:.1f})") if "change_outside_per_255" in r else ""
         print(f"| {c} | {r['target_mae']:.3f} ({r['true_edit_target_mae']:.3f}) | {r['moved_toward_target']:.2f} "
-              f"| {r['drift']:.3f} | {r['change_per_255']:.1f}{outside_txt} | {r['identity']:.2f} "
+              f"| {r['drift']:.3f} ({r['true_edit_drift']:.3f}) | {r['change_per_255']:.1f}{outside_txt} | {r['identity']:.2f} "
               f"({r['true_edit_identity']:.2f}) | {r['identity_vs_true']:.2f} |")
     print("judge on the real faces (its own error): "
           + ", ".join(f"{c} {e:.3f}" for c, e in report["judge_on_real"].items()))
