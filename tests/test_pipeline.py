@@ -65,6 +65,20 @@ def _shape(v):
     return [_shape(x) for x in v] if isinstance(v, list) else type(v).__name__
 
 
+def test_json_numbers_draw_what_the_protos_float32_draws():
+    """HTTP's JSON gives float64 numbers, gRPC's proto float32 ones: the same request draws the same
+    conditions either way (a last-digit difference in a drawn condition changed pixels)."""
+    from services.pipeline.generate import requested_conditions, validate
+
+    def spec(lo, hi, value, t):
+        return validate({"mouth": (lo, hi), "eyes": value}, 4, t, 7, None, 1, False, 64, 8)
+
+    f32 = [float(np.float32(v)) for v in (0.1, 0.3, 0.9, 0.8)]
+    a, b = spec(0.1, 0.3, 0.9, 0.8), spec(*f32)
+    assert a == b
+    assert np.array_equal(requested_conditions(a, range(64)), requested_conditions(b, range(64)))
+
+
 def test_concurrent_requests_get_their_own_faces(stack):
     """Concurrent single-face requests share calls to the critic and the checkers
     (services/pipeline/coalesce.py): each must still get exactly the face and figures it gets alone."""

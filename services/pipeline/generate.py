@@ -66,8 +66,21 @@ def validate(requested: dict, count: int, temperature: float | None, seed: int, 
             raise BadRequest(f"{name} must be in [0, 1], got {want}")
         if isinstance(want, tuple) and want[0] > want[1]:
             raise BadRequest(f"{name}: range min {want[0]} is above max {want[1]}")
+    # the proto carries these as float32; HTTP's JSON numbers are rounded the same way, so a request
+    # draws the same conditions (and faces) whichever transport it came by
+    requested = {name: _as_wire(want) for name, want in requested.items()}
+    temperature = _as_wire(temperature)
     return GenerateSpec({c: requested.get(c) for c in CONDITIONS}, count, temperature, seed,
                         True if retouch is None else bool(retouch), oversample, bool(allow_partial))
+
+
+def _as_wire(want):
+    """A number, a (min, max) pair or None at the wire schema's precision (float32)."""
+    if want is None:
+        return None
+    if isinstance(want, tuple):
+        return tuple(float(np.float32(v)) for v in want)
+    return float(np.float32(want))
 
 
 def requested_conditions(spec: GenerateSpec, candidates: range) -> np.ndarray:
