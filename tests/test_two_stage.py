@@ -245,3 +245,25 @@ def test_stage_three_condition_term_needs_the_attribute_model(two_stage, synth_r
                                     "--set", "condition_weight=1", "--attributes-run", str(tmp_path / "none"),
                                     "--out", str(tmp_path / "d")])
     assert res.exit_code == 1 and "needs the trained attribute model" in res.output, res.output
+
+
+def test_compact_checkpoints_are_read_as_their_runs(two_stage, tmp_path):
+    """`facegen-train checkpoint`: a stage-2 run becomes its EMA in fp16 that load_prior reads back
+    (the same prior up to fp16 rounding), a stage-1 run its model.pt as it is; other folders are
+    refused with what is missing."""
+    from training.train_generator import ema_weights
+    from training.two_stage import load_prior
+
+    runs = two_stage / "runs"
+    res = CliRunner().invoke(main, ["checkpoint", str(runs / "generator"), str(tmp_path / "prior")])
+    assert res.exit_code == 0 and "ema_fp16.pt" in res.output, res.output
+    full, compact = ema_weights(runs / "generator"), ema_weights(tmp_path / "prior")
+    assert full.keys() == compact.keys()
+    assert all(torch.allclose(full[k].float(), compact[k], rtol=1e-3, atol=1e-4) for k in full)
+    assert load_prior(tmp_path / "prior").cfg == load_prior(runs / "generator").cfg
+    res = CliRunner().invoke(main, ["checkpoint", str(runs / "autoencoder"), str(tmp_path / "ae")])
+    assert res.exit_code == 0, res.output
+    before, after = load_autoencoder(runs / "autoencoder").state_dict(), load_autoencoder(tmp_path / "ae").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    res = CliRunner().invoke(main, ["checkpoint", str(tmp_path), str(tmp_path / "none")])
+    assert res.exit_code == 1 and "config.json not found" in res.output

@@ -86,6 +86,7 @@ def inspect(root, verify) -> None:
 from training.cli_all import all_cmd  # noqa: E402  (subcommands in their own modules)
 from training.cli_attributes import attributes_cmd, hand_labels_cmd, label_cmd  # noqa: E402
 from training.cli_autoencoder import autoencoder_cmd  # noqa: E402
+from training.cli_checkpoint import checkpoint_cmd  # noqa: E402
 from training.cli_critic import critic_cmd  # noqa: E402
 from training.cli_decoder import decoder_cmd  # noqa: E402
 from training.cli_evaluate import evaluate_generator_cmd  # noqa: E402
@@ -96,7 +97,7 @@ from training.cli_label_ui import label_ui_cmd  # noqa: E402
 from training.cli_synth import synth  # noqa: E402
 
 for _cmd in (synth, filter_cmd, select_cmd, hand_labels_cmd, label_ui_cmd, attributes_cmd, label_cmd, autoencoder_cmd,
-             generator_cmd, decoder_cmd, generator_pixel_cmd, evaluate_generator_cmd, critic_cmd, all_cmd):
+             generator_cmd, decoder_cmd, checkpoint_cmd, generator_pixel_cmd, evaluate_generator_cmd, critic_cmd, all_cmd):
     main.add_command(_cmd)
 
 if __name__ == "__main__":
