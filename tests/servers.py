@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,14 +31,34 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports: every socket stays bound until all are picked, so the kernel
-    cannot hand out the same port twice (it does, one call at a time)."""
-    socks = [socket.socket() for _ in range(n)]
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports below the kernel's ephemeral range. A port the kernel hands out for
+    port 0 is an ephemeral one, which it may give to an outgoing connection (a readiness poll, a
+    gRPC channel) before the server binds it: a stack failed to start with "Address already in
+    use" that way. Every socket stays bound until all are picked, so no port is picked twice."""
+    lo = max(1024, _ephemeral_range()[0] - 12000)
+    candidates = random.Random().sample(range(lo, lo + 12000), 12000)
+    socks: list[socket.socket] = []
+    try:
+        for port in candidates:
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            if len(socks) == n:
+                return [x.getsockname()[1] for x in socks]
+        raise RuntimeError(f"fewer than {n} free ports in [{lo}, {lo + 12000})")
     finally:
         for s in socks:
             s.close()
