@@ -393,6 +393,30 @@ def test_edit_opens_the_eyes_of_a_face_over_grpc_and_http(stack, synth_root):
     assert 'facegen_edits_total{condition="eyes"}' in metrics and "facegen_edit_seconds_bucket" in metrics
 
 
+def test_edited_faces_keep_who_they_are_on_a_small_set(stack, synth_root):
+    """The edit benchmark's identity figures on 8 faces edited through the pipeline (eyes to 0.9):
+    each edited face is nearer its own source than the other sources, and nearer its own true edit
+    (the renderer's redraw of that face with eyes 0.9) than the others'; paired with the wrong
+    sources the same figure collapses, so it can fail."""
+    import csv
+
+    from training.quality.feature_net import features, load_feature_net
+    from training.quality.identity import nearest_is_own, nearest_is_source, true_edits
+
+    with (synth_root / "labels.csv").open(newline="") as fh:
+        files = tuple(r["file"] for r in csv.DictReader(fh) if r["female"] == "1"
+                      and abs(float(r["head"]) - 0.5) < 0.2)[:8]
+    stub, net = _stub(stack), load_feature_net()
+    sources = np.stack([decode((synth_root / f).read_bytes()) for f in files])
+    edited = np.stack([decode(stub.Edit(pb.EditFaceRequest(image=pb.Image(encoded=(synth_root / f).read_bytes()),
+                                                           target=pb.Conditions(eyes=0.9), seed=1), timeout=60).png)
+                       for f in files])
+    f_src = features(net, sources)
+    assert nearest_is_source(net, edited, f_src) >= 7 / 8
+    assert nearest_is_own(net, edited, true_edits(synth_root, files, "eyes", np.full(len(files), 0.9))) >= 7 / 8
+    assert nearest_is_source(net, np.roll(edited, 1, axis=0), f_src) <= 2 / 8
+
+
 def test_edit_cli_writes_the_face_and_a_sweep_strip(stack, synth_root, tmp_path):
     from click.testing import CliRunner
 

@@ -35,6 +35,7 @@ from services.shared.conditions import CONDITIONS
 from training.export import open_export
 from training.quality.benchmark import load_real
 from training.quality.feature_net import features, load_feature_net
+from training.quality.identity import nearest_is_own, nearest_is_source, true_edits
 from training.select import OnnxImageModel
 
 # the face outside which an eyes / mouth edit should change nothing (rows, columns of 64 px)
@@ -67,30 +68,6 @@ class Editor:
         feeds = {"conditions": target.astype(np.float32), "temperature": np.array(1.0, np.float32)}
         feeds.update({f"noise_{g}": z for g, z in enumerate(noise)})
         return self.gen.run(["images"], feeds)[0]
-
-
-def nearest_is_source(net, edited: np.ndarray, f_src: np.ndarray) -> float:
-    f = features(net, edited)
-    d = (f * f).sum(1)[:, None] + (f_src * f_src).sum(1)[None, :] - 2 * f @ f_src.T
-    return float((d.argmin(1) == np.arange(len(f))).mean())
-
-
-def true_edits(root: Path, files: tuple[str, ...], condition: str, target: np.ndarray) -> np.ndarray:
-    """Each face of `files` redrawn by the renderer with `condition` set to its target."""
-    import dataclasses
-
-    from training.data.synth_dataset import rendered_face
-    from training.data.synthetic import render
-
-    out = []
-    for file, t in zip(files, target, strict=True):
-        face, cfg = rendered_face(root, file)
-        out.append(render(dataclasses.replace(face, **{condition: float(t)}), cfg))
-    return np.stack(out)
-
-
-def nearest_is_own(net, edited: np.ndarray, references: np.ndarray) -> float:
-    return nearest_is_source(net, edited, features(net, references))
 
 
 def pipeline_latency(faces: np.ndarray, n: int) -> dict:
