@@ -144,16 +144,16 @@ def test_palette_keeps_each_region_close_to_its_colour():
 
 
 def test_a_written_file_gives_back_its_ground_truth(synth_root):
-    """rendered_face recovers the face behind a file of a written set: it redraws the file to the
+    """rendered_faces recovers the faces behind files of a written set: each redraws its file to the
     pixel, and with a changed condition, the same face changed (the edit benchmark's true edit)."""
     from services.shared.images import read
-    from training.data.synth_dataset import rendered_face
+    from training.data.synth_dataset import rendered_faces
 
-    file = sorted(p.relative_to(synth_root).as_posix() for p in (synth_root / "Female").glob("*.png"))[0]
-    face, cfg = rendered_face(synth_root, file)
-    assert np.array_equal(render(face, cfg), read(synth_root / file))
-    changed = render(dataclasses.replace(face, hair_color=1.0 - face.hair_color), cfg)
-    assert not np.array_equal(changed, read(synth_root / file))
-    wrong = file.replace("Female/", "Male/")
+    files = sorted(p.relative_to(synth_root).as_posix() for p in (synth_root / "Female").glob("*.png"))[:3]
+    faces, cfg = rendered_faces(synth_root, files)
+    assert all(np.array_equal(render(face, cfg), read(synth_root / f)) for face, f in zip(faces, files, strict=True))
+    changed = render(dataclasses.replace(faces[0], hair_color=1.0 - faces[0].hair_color), cfg)
+    assert not np.array_equal(changed, read(synth_root / files[0]))
+    wrong = files[0].replace("Female/", "Male/")
     with pytest.raises(ValueError, match="is not where"):
-        rendered_face(synth_root, wrong)
+        rendered_faces(synth_root, [wrong])

@@ -19,20 +19,14 @@ def compact_checkpoint(run: Path, out: Path) -> list[Path]:
     if not (run / "config.json").exists():
         raise ValueError(f"{run}/config.json not found: not a run folder of `facegen-train`")
     if (run / "model.pt").exists():
-        files = {"model.pt": None}
+        out.mkdir(parents=True, exist_ok=True)
+        weights = Path(shutil.copyfile(run / "model.pt", out / "model.pt"))
     elif (run / "state.pt").exists():
         from training.train_generator import ema_weights
 
-        files = {"ema_fp16.pt": {k: v.half() if v.is_floating_point() else v for k, v in ema_weights(run).items()}}
+        out.mkdir(parents=True, exist_ok=True)
+        weights = out / "ema_fp16.pt"
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in ema_weights(run).items()}, weights)
     else:
         raise ValueError(f"{run} holds neither model.pt (stages 1 and 3) nor state.pt (stage 2): nothing to keep")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, weights in files.items():
-        if weights is None:
-            shutil.copyfile(run / name, out / name)
-        else:
-            torch.save(weights, out / name)
-        written.append(out / name)
-    shutil.copyfile(run / "config.json", out / "config.json")
-    return [*written, out / "config.json"]
+    return [weights, Path(shutil.copyfile(run / "config.json", out / "config.json"))]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,17 +123,20 @@ def write_synth_dataset(out: Path | str, cfg: SynthDatasetConfig, workers: int =
     return placed
 
 
-def rendered_face(root: Path | str, file: str) -> tuple[Face, SynthConfig]:
-    """The ground truth behind `file` of a set this module wrote (its synth_config.json and the
-    index in the file name), and the render settings that drew it: `render(face, cfg)` redraws the
-    file, and with a changed field, the same face as it would look with that change."""
+def rendered_faces(root: Path | str, files: Iterable[str]) -> tuple[list[Face], SynthConfig]:
+    """The ground truth behind each of `files` of a set this module wrote (its synth_config.json
+    and the index in each file name), and the render settings that drew them: `render(face, cfg)`
+    redraws a file, and with a changed field, the same face as it would look with that change."""
     from training import config as config_io
 
     path = Path(root) / "synth_config.json"
     if not path.exists():
         raise ValueError(f"{path} not found: not a set written by `facegen-train synth`")
     cfg = config_io.load(SynthDatasetConfig, path)
-    placed = place(int(Path(file).stem), cfg)
-    if placed.file != file:
-        raise ValueError(f"{file} is not where {path} puts face {placed.index} ({placed.file})")
-    return placed.face, cfg.render
+    faces = []
+    for file in files:
+        placed = place(int(Path(file).stem), cfg)
+        if placed.file != file:
+            raise ValueError(f"{file} is not where {path} puts face {placed.index} ({placed.file})")
+        faces.append(placed.face)
+    return faces, cfg.render

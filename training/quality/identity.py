@@ -29,11 +29,9 @@ def nearest_is_own(net, edited: np.ndarray, references: np.ndarray) -> float:
 def true_edits(root: Path, files: tuple[str, ...], condition: str, target: np.ndarray) -> np.ndarray:
     """Each face of `files` (a set `facegen-train synth` wrote under `root`) redrawn by the
     renderer with `condition` set to its target."""
-    from training.data.synth_dataset import rendered_face
+    from training.data.synth_dataset import rendered_faces
     from training.data.synthetic import render
 
-    out = []
-    for file, t in zip(files, target, strict=True):
-        face, cfg = rendered_face(root, file)
-        out.append(render(dataclasses.replace(face, **{condition: float(t)}), cfg))
-    return np.stack(out)
+    faces, cfg = rendered_faces(root, files)
+    return np.stack([render(dataclasses.replace(face, **{condition: float(t)}), cfg)
+                     for face, t in zip(faces, target, strict=True)])
