@@ -258,12 +258,11 @@ def calibrate_projection(retoucher: ProjectionRetouch, real: np.ndarray, max_cha
     def maps_and_projection(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(images).float()
         maps = torch.cat([retoucher.critic(x[i : i + 256])[1] for i in range(0, len(x), 256)])
-        delta = torch.cat([retoucher.project(x[i : i + 128]) for i in range(0, len(x), 128)]) - x
-        return x, maps, delta
+        projected = torch.cat([retoucher.project(x[i : i + 128]) for i in range(0, len(x), 128)])
+        return x, maps, projected
 
-    def retouched_change(x, maps, delta, cfg) -> torch.Tensor:
-        gate = ProjectionRetouch(retoucher.critic, retoucher.autoencoder, cfg).gate(maps, x.shape[1])
-        return torch.round(x + gate * delta).clamp(0, 255) - x
+    def retouched_change(x, maps, projected, cfg) -> torch.Tensor:
+        return torch.round(ProjectionRetouch(retoucher.critic, retoucher.autoencoder, cfg).blend(x, maps, projected)) - x
 
     real_set = maps_and_projection(real)
     fake_set = maps_and_projection(generated) if generated is not None and len(generated) else None

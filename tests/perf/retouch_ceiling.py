@@ -22,7 +22,8 @@ from services.shared.sampling import DEFAULT_TEMPERATURE
 from training import config as config_io
 from training.eval_critic import share_inside_flagged
 from training.generated import OnnxGenerator
-from training.models.critic import Critic, upsample_map
+from training.models.critic import Critic
+from training.models.refiner import ProjectionConfig, ProjectionRetouch
 from training.quality import metrics
 from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
 from training.quality.feature_net import features
@@ -33,16 +34,12 @@ from training.two_stage import load_autoencoder
 GATES = ((10.0, 1e-4), (1.2, 0.7), (1.0, 0.45), (0.8, 0.3), (0.7, 0.2), (0.6, 0.1), (0.5, 1e-4))
 
 
-def projector(autoencoder, passes: int):
+def projector(retoucher: ProjectionRetouch):
+    """uint8 faces → their projection (the retoucher's, as many passes as its config), uint8."""
     @torch.no_grad()
     def project(images: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), 250):
-            y = torch.from_numpy(images[i : i + 250]).float()
-            for _ in range(passes):
-                y = (autoencoder.decode(autoencoder.encode(y)).permute(0, 2, 3, 1) + 1.0) * 127.5
-            out.append(torch.round(y.clamp(0, 255)).to(torch.uint8).numpy())
-        return np.concatenate(out)
+        out = [retoucher.project(torch.from_numpy(images[i : i + 250])) for i in range(0, len(images), 250)]
+        return torch.round(torch.cat(out).clamp(0, 255)).to(torch.uint8).numpy()
 
     return project
 
@@ -54,31 +51,30 @@ def load_critic_a(run: Path) -> Critic:
     return critic.folded().eval()
 
 
-def gate_frontier(critic: Critic, project, j, drawn: np.ndarray, real: np.ndarray) -> None:
-    @torch.no_grad()
-    def realness(images: np.ndarray) -> torch.Tensor:
-        return torch.cat([critic(torch.from_numpy(images[i : i + 250]))[1] for i in range(0, len(images), 250)])
+def gate_frontier(critic: Critic, autoencoder, j, drawn: np.ndarray, real: np.ndarray) -> None:
+    whole = ProjectionRetouch(critic, autoencoder, ProjectionConfig())
 
-    maps = {"generated": realness(drawn), "real": realness(real)}
-    images = {"generated": drawn.astype(np.float32), "real": real.astype(np.float32)}
-    projected = {k: project(v).astype(np.float32) for k, v in (("generated", drawn), ("real", real))}
+    @torch.no_grad()
+    def maps_and_projection(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(images).float()
+        maps = torch.cat([critic(x[i : i + 250])[1] for i in range(0, len(x), 250)])
+        return x, maps, torch.from_numpy(projector(whole)(images)).float()
+
+    sets = {"generated": maps_and_projection(drawn), "real": maps_and_projection(real)}
+    maps = sets["generated"][1]
     fd0 = metrics.frechet_distance(j.f_a, features(j.net, drawn))
-    flagged = float((maps["generated"] < 0.5).float().mean())
-    print(f"\ncritic A realness: generated {float(maps['generated'].mean()):.2f}, real {float(maps['real'].mean()):.2f}; "
-          f"{flagged:.0%} of generated regions under 0.5")
+    print(f"\ncritic A realness: generated {float(maps.mean()):.2f}, real {float(sets['real'][1].mean()):.2f}; "
+          f"{float((maps < 0.5).float().mean()):.0%} of generated regions under 0.5")
     print("| gate (flag_below, ramp) | FD change | share of the change where A flags | mean change, generated / real (/255) |")
     print("|---|---|---|---|")
     for flag, ramp in GATES:
-        out, change = {}, {}
-        for k in ("generated", "real"):
-            w = upsample_map(maps[k], drawn.shape[1]).permute(0, 2, 3, 1).numpy()
-            w = np.clip((flag - w) / ramp, 0.0, 1.0)
-            out[k] = np.round(np.clip(images[k] + w * (projected[k] - images[k]), 0, 255))
-            change[k] = out[k] - images[k]
-        fd = metrics.frechet_distance(j.f_a, features(j.net, out["generated"].astype(np.uint8)))
-        share = share_inside_flagged(maps["generated"], torch.from_numpy(change["generated"]))
+        gated = ProjectionRetouch(critic, autoencoder, ProjectionConfig(flag_below=flag, ramp=ramp))
+        change = {k: torch.round(gated.blend(*v)) - v[0] for k, v in sets.items()}
+        out = (sets["generated"][0] + change["generated"]).to(torch.uint8).numpy()
+        fd = metrics.frechet_distance(j.f_a, features(j.net, out))
+        share = share_inside_flagged(maps, change["generated"])
         print(f"| {flag:g}, {ramp:g} | {100 * (fd / fd0 - 1):+.1f} % | {share:.0%} | "
-              f"{np.abs(change['generated']).mean():.2f} / {np.abs(change['real']).mean():.2f} |", flush=True)
+              f"{float(change['generated'].abs().mean()):.2f} / {float(change['real'].abs().mean()):.2f} |", flush=True)
 
 
 def main() -> None:
@@ -97,21 +93,32 @@ def main() -> None:
     j = judges(args.data, args.judge, cfg)
     gen, ae = OnnxGenerator(args.generator), load_autoencoder(args.autoencoder)
     retouches = {"as drawn": lambda x: x, f"shipped retouch ({args.refiner})": OnnxImageModel(args.refiner),
-                 "projection everywhere, once": projector(ae, 1), "projection everywhere, twice": projector(ae, 2)}
+                 **{f"projection everywhere, {name}": projector(ProjectionRetouch(None, ae, ProjectionConfig(iterations=k)))
+                    for name, k in (("once", 1), ("twice", 2))}}
     refs = j.references
     print(f"references (same run, n = {args.n}): two real sets FD {refs['fd_real_real']:.1f}, "
           f"real vs blurred {refs['fd_real_blurred']:.1f}")
     print("| faces | FD (change) | precision / recall | Haar | judge max MAE | mean change /255 |")
     print("|---|---|---|---|---|---|")
-    base, drawn = None, gen(j.a.conditions, args.temperature, np.arange(cfg.seed, cfg.seed + cfg.n))
+    base = drawn = None
     for name, fn in retouches.items():
-        s = sample_figures(lambda c, t, seeds, fn=fn: fn(gen(c, t, seeds)), j, cfg, args.temperature)
+        first: list[tuple[np.ndarray, np.ndarray]] = []  # the benchmark's faces (its first call), before / after
+
+        def generate(c, t, seeds, fn=fn, first=first):
+            before = gen(c, t, seeds)
+            after = fn(before)
+            if not first:
+                first.append((before, after))
+            return after
+
+        s = sample_figures(generate, j, cfg, args.temperature)
         base = base or s["fd"]
-        change = float(np.abs(fn(drawn).astype(float) - drawn).mean())
+        drawn, after = first[0]
+        change = float(np.abs(after.astype(float) - drawn).mean())
         print(f"| {name} | {s['fd']:.1f} ({100 * (s['fd'] / base - 1):+.0f} %) | {s['precision']:.3f} / {s['recall']:.3f} "
               f"| {s['haar']:.3f} | {s['judge_mae_max']:.3f} | {change:.2f} |", flush=True)
     if args.critic_run is not None:
-        gate_frontier(load_critic_a(args.critic_run), projector(ae, 1), j, drawn, j.b.images[:500])
+        gate_frontier(load_critic_a(args.critic_run), ae, j, drawn, j.b.images[:500])
 
 
 if __name__ == "__main__":

@@ -124,12 +124,15 @@ class ProjectionRetouch(nn.Module):
             y = (self.autoencoder.decode(self.autoencoder.encode(y)).permute(0, 2, 3, 1) + 1.0) * 127.5
         return y
 
+    def blend(self, x: torch.Tensor, realness_map: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """Float NHWC faces `x` with their projection blended in through the gate of their map."""
+        return torch.clamp(x + self.gate(realness_map, x.shape[1]) * (projected - x), 0.0, 255.0)
+
     def refine(self, images: torch.Tensor) -> torch.Tensor:
         """Retouched float images in [0, 255]."""
         x = images.float()
         _, realness_map = self.critic(x)
-        w = self.gate(realness_map, x.shape[1])
-        return torch.clamp(x + w * (self.project(x) - x), 0.0, 255.0)
+        return self.blend(x, realness_map, self.project(x))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.round(self.refine(images)).to(torch.uint8)
