@@ -31,12 +31,12 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for port 0 and to outgoing connections."""
     try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def free_ports(n: int) -> list[int]:
@@ -44,7 +44,7 @@ def free_ports(n: int) -> list[int]:
     port 0 is an ephemeral one, which it may give to an outgoing connection (a readiness poll, a
     gRPC channel) before the server binds it: a stack failed to start with "Address already in
     use" that way. Every socket stays bound until all are picked, so no port is picked twice."""
-    lo = max(1024, _ephemeral_range()[0] - 12000)
+    lo = max(1024, _ephemeral_low() - 12000)
     candidates = random.Random().sample(range(lo, lo + 12000), 12000)
     socks: list[socket.socket] = []
     try:
