@@ -15,6 +15,7 @@ import click
 
 from services.shared.conditions import CONDITIONS
 from services.shared.ports import grpc_port
+from services.shared.ranking import DEFAULT_OVERSAMPLE
 from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
 
@@ -202,8 +203,8 @@ def _condition(value: str | None, name: str):
 @click.option("--head", metavar="V|MIN:MAX", help="0 turned left, 0.5 frontal, 1 right")
 @click.option("--temperature", type=click.FloatRange(0, MAX_TEMPERATURE), default=DEFAULT_TEMPERATURE, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--oversample", type=click.IntRange(1, 8), default=1, show_default=True,
-              help="draw k·n candidates, keep the n most realistic and faithful")
+@click.option("--oversample", type=click.IntRange(1, 8), default=DEFAULT_OVERSAMPLE, show_default=True,
+              help="each face the most realistic and faithful of k candidates (k × the cost)")
 @click.option("--retouch/--no-retouch", default=True, show_default=True)
 @click.option("--allow-partial", is_flag=True, help="answer even if the critic or a checker is down")
 @pipeline_grpc_option

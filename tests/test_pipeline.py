@@ -32,7 +32,7 @@ def _stub(stack) -> rpc.GenerationServiceStub:
 def _request(**kw) -> pb.GenerateRequest:
     base = dict(conditions=pb.ConditionsRequest(eyes=pb.ConditionRequest(value=0.9),
                                                 mouth=pb.ConditionRequest(range=pb.Range(min=0.1, max=0.3))),
-                count=4, seed=7, temperature=0.8)
+                count=4, seed=7, temperature=0.8, oversample=1)
     return pb.GenerateRequest(**{**base, **kw})
 
 
@@ -47,7 +47,8 @@ def test_generate_is_deterministic_on_both_transports(stack):
         assert 0 <= f.p_female <= 1 and f.HasField("measured")
         assert f.error.eyes == pytest.approx(abs(f.measured.eyes - f.requested.eyes), abs=1e-6)
     r = httpx.post(f"{stack['pipeline'].url}/generate", timeout=60, json={
-        "conditions": {"eyes": 0.9, "mouth": {"min": 0.1, "max": 0.3}}, "count": 4, "seed": 7, "temperature": 0.8})
+        "conditions": {"eyes": 0.9, "mouth": {"min": 0.1, "max": 0.3}}, "count": 4, "seed": 7, "temperature": 0.8,
+        "oversample": 1})
     assert r.status_code == 200, r.text
     faces = r.json()["faces"]
     assert [f["seed"] for f in faces] == ["7", "8", "9", "10"]  # uint64: a string in the proto's JSON
@@ -123,15 +124,49 @@ def test_retouch_changes_faces_and_can_be_turned_off(stack):
     assert "realness_after" not in face and face["retouched"] is False and "realness_before" in face
 
 
-def test_oversampling_keeps_the_best_candidates(stack):
+def test_oversampling_keeps_the_best_candidate_of_each_face(stack):
     stub = _stub(stack)
     every = stub.Generate(_request(count=6), timeout=60).faces  # the same six candidates, all returned
     best = stub.Generate(_request(count=2, oversample=3), timeout=60)
     assert best.candidates == 6 and len(best.faces) == 2
     rank = {f.candidate: f.realness_after - 4.0 * f.condition_error for f in every}
-    want = sorted(sorted(rank, key=lambda j: -rank[j])[:2])
+    want = [max(group, key=lambda j: rank[j]) for group in ((0, 1, 2), (3, 4, 5))]
     assert [f.candidate for f in best.faces] == want
     assert [f.png for f in best.faces] == [every[j].png for j in want]
+    # the stream keeps the same ones, face by face
+    assert [f.png for f in stub.GenerateStream(_request(count=2, oversample=3), timeout=60)] == [every[j].png for j in want]
+
+
+def test_a_request_without_oversample_gets_the_default(stack):
+    from services.shared.ranking import DEFAULT_OVERSAMPLE
+
+    req = _request(count=2)
+    req.ClearField("oversample")
+    got = _stub(stack).Generate(req, timeout=60)
+    assert got.candidates == 2 * DEFAULT_OVERSAMPLE and len(got.faces) == 2
+    assert [f.candidate // DEFAULT_OVERSAMPLE for f in got.faces] == [0, 1]
+    body = httpx.post(f"{stack['pipeline'].url}/generate", json={"count": 2, "seed": 7}, timeout=60).json()
+    assert body["candidates"] == 2 * DEFAULT_OVERSAMPLE
+
+
+def test_the_benchmark_judges_the_faces_the_pipeline_serves(stack):
+    """The generator benchmark's served column (training/quality/benchmark.served) keeps, for a face
+    with seed s, the very face the pipeline serves for a one-face request with seed s·k."""
+    from training.generated import OnnxGenerator
+    from training.quality.benchmark import Served, served
+    from training.select import OnnxImageModel
+
+    exports = servers.REPO / "exports"
+    cond = np.array([[0.9, 0.2, 0.5, 0.4, 0.5], [0.1, 0.8, 0.3, 0.7, 0.45]], np.float32)
+    draw = served(OnnxGenerator(exports / "generator" / "1"),
+                  Served(exports / "critic" / "1", exports / "attributes" / "1", 3), OnnxImageModel(exports / "refiner" / "1"))
+    got = draw(cond, 1.1, np.array([5, 11]))
+    for want, row, seed in zip(got, cond, (5, 11), strict=True):
+        conditions = pb.ConditionsRequest(**{name: pb.ConditionRequest(value=float(v)) for name, v in
+                                             zip(("eyes", "mouth", "hair_color", "background", "head"), row, strict=True)})
+        face = _stub(stack).Generate(pb.GenerateRequest(conditions=conditions, count=1, seed=3 * seed, temperature=1.1,
+                                                        oversample=3), timeout=60).faces[0]
+        np.testing.assert_array_equal(decode(face.png), want)
 
 
 def test_stream_yields_the_same_faces(stack):
@@ -194,7 +229,11 @@ def test_client_cli_writes_a_grid_and_a_report_on_both_transports(stack, tmp_pat
         assert res.exit_code == 0, res.output
         assert Image.open(out).size == (3 * 64, 64) and "wrote" in res.output
         reports[transport] = json.loads(out.with_suffix(".json").read_text())
-    assert [f["seed"] for f in reports["grpc"]] == [f["seed"] for f in reports["http"]] == ["7", "8", "9"]
+    from services.shared.ranking import DEFAULT_OVERSAMPLE
+
+    seeds = [int(f["seed"]) for f in reports["grpc"]]  # each face the kept one of its own candidates
+    assert seeds == [int(f["seed"]) for f in reports["http"]]
+    assert [(s - 7) // DEFAULT_OVERSAMPLE for s in seeds] == [0, 1, 2]
     for f, g in zip(reports["grpc"], reports["http"], strict=True):
         assert f["requested"]["eyes"] == pytest.approx(0.9) and 0.1 <= f["requested"]["mouth"] <= 0.3
         assert f["measured"]["eyes"] == pytest.approx(g["measured"]["eyes"], abs=1e-6) and set(f) == set(g)

@@ -30,14 +30,23 @@ from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
               help="a refiner export: the first temperature's faces are judged once more after its retouch")
 @click.option("--samples", "samples_png", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write 64 of the judged samples here as a PNG grid")
-def evaluate_generator_cmd(export_dir, real_dir, judge_dir, n, temperatures, seed, out, retouch_export, samples_png) -> None:
+@click.option("--oversample", type=click.IntRange(min=1), default=None,
+              help="also judge what the pipeline serves: each face the best of k candidates by its rule "
+                   "(with --critic and --attributes; retouched when --retouch is given)")
+@click.option("--critic", "critic_export", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("exports/critic/1"), show_default=True, help="the critic the pipeline ranks by")
+@click.option("--attributes", "attributes_export", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("exports/attributes/1"), show_default=True, help="the attribute model the pipeline ranks by")
+def evaluate_generator_cmd(export_dir, real_dir, judge_dir, n, temperatures, seed, out, retouch_export, samples_png,
+                           oversample, critic_export, attributes_export) -> None:
     """Judge an exported generator's faces with judges that took no part in training it."""
-    from training.quality.benchmark import BenchmarkConfig, evaluate, table
+    from training.quality.benchmark import BenchmarkConfig, Served, evaluate, table
 
     cfg = BenchmarkConfig(n=n, temperatures=tuple(temperatures), seed=seed)
+    serve = Served(critic_export, attributes_export, oversample) if oversample else None
     try:
         report = evaluate(export_dir, real_dir, judge_dir, cfg, log=lambda m: click.echo(m, err=True),
-                          samples_png=samples_png, retouch_export=retouch_export)
+                          samples_png=samples_png, retouch_export=retouch_export, serve=serve)
     except (ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(table(report))

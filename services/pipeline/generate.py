@@ -4,9 +4,8 @@
 Candidate j (0 ≤ j < oversample·count) is drawn by the sampler with seed `seed + j`; its
 requested conditions come from `numpy.random.default_rng([seed, j])` (uniform within a range,
 or in [0, 1] when a condition is left open), so the same request always yields the same faces.
-With oversample k > 1 the `count` candidates with the highest
-    realness − SELECTION_WEIGHT · condition_error
-are kept (realness after the retouch, or before it without one).
+With oversample k, face i is the best of candidates i·k … i·k + k − 1 by the rule in
+services/shared/ranking.py (the one the generator benchmark judges).
 """
 
 from __future__ import annotations
@@ -23,10 +22,10 @@ from services.core import metrics
 from services.core.errors import BadRequest, UpstreamUnavailable
 from services.pipeline.admission import Admission
 from services.pipeline.upstream import Realness, Upstreams
+from services.shared import ranking
 from services.shared.conditions import CONDITIONS
 from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
-SELECTION_WEIGHT = 4.0  # a condition error of 0.05 costs as much as 0.2 realness
 Encode = Callable[[list[np.ndarray]], Awaitable[list[bytes]]]  # final images → what the caller receives
 
 
@@ -47,7 +46,7 @@ class GenerateSpec:
 
 def validate(requested: dict, count: int, temperature: float | None, seed: int, retouch: bool | None,
              oversample: int, allow_partial: bool, max_faces: int, max_oversample: int) -> GenerateSpec:
-    count, oversample = count or 1, oversample or 1
+    count, oversample = count or 1, oversample or ranking.DEFAULT_OVERSAMPLE
     if not 1 <= count <= max_faces:
         raise BadRequest(f"count must be in [1, {max_faces}], got {count}")
     if not 1 <= oversample <= max_oversample:
@@ -111,7 +110,7 @@ class Face:
 
     @property
     def condition_error(self) -> float | None:
-        return None if self.measured is None else float(np.abs(self.measured - self.requested).mean())
+        return None if self.measured is None else float(ranking.condition_error(self.measured, self.requested))
 
     @property
     def realness(self) -> float | None:
@@ -119,7 +118,7 @@ class Face:
         return None if best is None else best.realness
 
     def rank(self) -> float:
-        return (self.realness or 0.0) - SELECTION_WEIGHT * (self.condition_error or 0.0)
+        return ranking.rank(self.realness or 0.0, self.condition_error or 0.0)
 
 
 async def _nothing() -> None:
@@ -213,31 +212,28 @@ class Pipeline:
         # one trip through the chain for all candidates: splitting a request into chunks that run
         # side by side measured slower (124 vs 105 ms for 16 faces on 2 cores): the lanes already keep
         # every core busy, and more, smaller calls only add hops. Only candidates beyond what a
-        # model service takes in one call (64 faces × oversample 8 = 512 > 256) go in several.
-        n, step = spec.candidates, self.max_per_call
+        # model service takes in one call (64 faces × oversample 8 = 512 > 256) go in several,
+        # each of whole faces' groups.
+        n, step = spec.candidates, max(self.max_per_call // spec.oversample, 1) * spec.oversample
         parts = await _all_or_none([self.chain(spec, range(i, min(i + step, n)), deadline, degraded)
                                     for i in range(0, n, step)])
         return self._keep(spec, [f for part in parts for f in part]), degraded
 
     async def stream(self, spec: GenerateSpec, chunk: int, timeout_s: float | None = None) -> AsyncIterator[Face]:
-        """Faces as they are ready: chunk by chunk without oversampling (which must see every
-        candidate before it can choose)."""
+        """Faces as they are ready, `chunk` faces (and their candidates) a round trip."""
         budget = self.budget_s(timeout_s)
+        k = spec.oversample
         with self.admission.admit(spec.candidates, budget):
             deadline = time.monotonic() + budget
-            if spec.oversample > 1:
-                faces, _ = await self._generate(spec, deadline)
-                for f in faces:
-                    yield f
-                return
             for start in range(0, spec.count, chunk):
-                faces = await self.chain(spec, range(start, min(start + chunk, spec.count)), deadline, set())
+                faces = await self.chain(spec, range(start * k, min(start + chunk, spec.count) * k), deadline, set())
                 for f in self._keep(spec, faces):
                     yield f
 
     def _keep(self, spec: GenerateSpec, faces: list[Face]) -> list[Face]:
-        kept = faces if spec.oversample == 1 else sorted(
-            sorted(faces, key=lambda f: -f.rank())[: spec.count], key=lambda f: f.candidate)
+        """The best candidate of each face's group (faces in candidate order, whole groups)."""
+        kept = faces if spec.oversample == 1 else [
+            faces[i] for i in ranking.best_of_groups([f.rank() for f in faces], spec.oversample)]
         metrics.CANDIDATES.labels("kept").inc(len(kept))
         metrics.CANDIDATES.labels("rejected").inc(len(faces) - len(kept))
         for f in kept:

@@ -38,6 +38,7 @@ from services.pipeline.upstream import Upstreams
 from services.shared import images as imgs
 from services.shared.conditions import CONDITIONS
 from services.shared.ports import grpc_port, grpc_target
+from services.shared.ranking import DEFAULT_OVERSAMPLE
 from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 
 
@@ -244,7 +245,7 @@ class GenerationService:
         temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE,
         seed: Seed = 0,
         retouch: bool = True,
-        oversample: Annotated[int, Field(ge=0, strict=True)] = 1,
+        oversample: Annotated[int, Field(ge=0, strict=True)] = 0,  # 0: the default (services/shared/ranking.py)
         allow_partial: bool = False,
     ) -> dict:
         """Faces for the requested conditions, with realness, measured conditions and P(female): the
@@ -291,7 +292,7 @@ def playground_config() -> dict:
     """What the playground page needs to build valid requests: the API's names and limits."""
     cfg = INSTANCES["pipeline"].cfg if "pipeline" in INSTANCES else settings_from_env(PipelineConfig, "pipeline")
     return {"conditions": list(CONDITIONS), "default_temperature": DEFAULT_TEMPERATURE,
-            "max_faces": cfg.max_faces, "max_oversample": cfg.max_oversample}
+            "default_oversample": DEFAULT_OVERSAMPLE, "max_faces": cfg.max_faces, "max_oversample": cfg.max_oversample}
 
 
 # bodies over the limit are refused (413) before BentoML reads them

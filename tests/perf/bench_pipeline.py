@@ -91,7 +91,7 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
 
                 async def send(w: int, k: int) -> bool:
                     try:
-                        await stub.Generate(pb.GenerateRequest(count=count, seed=seed(w, k)), timeout=60)
+                        await stub.Generate(pb.GenerateRequest(count=count, seed=seed(w, k), oversample=1), timeout=60)
                         return True
                     except grpc.RpcError:
                         return False
@@ -100,7 +100,7 @@ def _client(kind: str, target: str, count: int, concurrency: int, seconds: float
         async with aiohttp.ClientSession(target, connector=aiohttp.TCPConnector(limit=concurrency)) as client:
 
             async def send(w: int, k: int) -> bool:
-                async with client.post("/generate", json={"count": count, "seed": seed(w, k)}) as r:
+                async with client.post("/generate", json={"count": count, "seed": seed(w, k), "oversample": 1}) as r:
                     await r.read()
                     return r.status == 200
 

@@ -63,7 +63,7 @@ async def over_grpc(stack: dict, image: np.ndarray, calls: int) -> None:
         "critic": lambda: rpc.CriticServiceStub(ch["critic"]).Retouch(pb.RetouchRequest(images=raw, raw_output=True)),
         "attributes": lambda: rpc.AttributeServiceStub(ch["attributes"]).Infer(pb.InferRequest(images=raw)),
         "filter": lambda: rpc.FilterServiceStub(ch["filter"]).Classify(pb.ClassifyRequest(images=raw)),
-        "pipeline": lambda: rpc.GenerationServiceStub(ch["pipeline"]).Generate(pb.GenerateRequest(count=1, seed=1)),
+        "pipeline": lambda: rpc.GenerationServiceStub(ch["pipeline"]).Generate(pb.GenerateRequest(count=1, seed=1, oversample=1)),
     }
     for name, call in requests.items():
         health = health_pb2_grpc.HealthStub(ch[name])

@@ -226,6 +226,7 @@ async function start() {
   $("temperature").value = config.default_temperature;
   $("count").max = config.max_faces;
   $("oversample").max = config.max_oversample;
+  $("oversample").value = config.default_oversample;
   $("controls").addEventListener("input", showRequest);
   $("controls").addEventListener("submit", (e) => { e.preventDefault(); busy(generate); });
   $("sweep").addEventListener("click", () => busy(sweep));
