@@ -58,16 +58,21 @@ def test_the_benchmark_runs_end_to_end_with_ordered_references(two_stage, tmp_pa
     out = tmp_path_factory.mktemp("bench") / "report.json"
     res = CliRunner().invoke(main, ["evaluate-generator", "--export", str(two_stage / "exports" / "generator" / "1"),
                                     "--data", str(real), "--judge", REPO_JUDGE, "--n", "40", "--temperature", "0.8",
-                                    "--temperature", "1.0", "--out", str(out), "--samples", str(out.parent / "s.png")])
+                                    "--temperature", "1.0", "--out", str(out), "--samples", str(out.parent / "s.png"),
+                                    "--oversample", "2"])
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     refs = report["references"]
     assert refs["fd_real_real"] < refs["fd_real_blurred"]  # two real sets are closer than real and blurred
     assert refs["precision_recall_real_real"][0] > refs["precision_recall_real_blurred"][0]
     assert refs["skin_luminance_vs_tone_corr"] < -0.8  # the skin figure reads the data's skin tone
-    assert set(report["samples"]) == {"0.8", "1.0"} and set(report["goals"]) >= {"fd_over_blurred", "haar", "judge_mae"}
-    assert "| Fréchet distance" in res.output and "real A vs real B" in res.output
-    assert (out.parent / "s.png").stat().st_size > 0
+    assert set(report["samples"]) == {"0.8", "1.0", "0.8 served"}
+    assert set(report["goals"]) >= {"fd_over_blurred", "haar", "judge_mae"}
+    assert set(report["goals_served"]) == set(report["goals"])
+    served = report["samples"]["0.8 served"]  # each face the best of 2 by the pipeline's rule: other faces
+    assert served["oversample"] == 2 and served["fd"] != report["samples"]["0.8"]["fd"]
+    assert "| Fréchet distance" in res.output and "real A vs real B" in res.output and "best of 2" in res.output
+    assert (out.parent / "s.png").stat().st_size > 0 and (out.parent / "s_served.png").stat().st_size > 0
 
 
 def test_the_benchmark_says_what_its_real_set_lacks(two_stage, synth_root, tmp_path):

@@ -29,7 +29,7 @@ from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE
 @click.option("--retouch", "retouch_export", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="a refiner export: the first temperature's faces are judged once more after its retouch")
 @click.option("--samples", "samples_png", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="write 64 of the judged samples here as a PNG grid")
+              help="write 64 of the judged samples here as a PNG grid (and the served ones as <name>_served.png)")
 @click.option("--oversample", type=click.IntRange(min=1), default=None,
               help="also judge what the pipeline serves: each face the best of k candidates by its rule "
                    "(with --critic and --attributes; retouched when --retouch is given)")

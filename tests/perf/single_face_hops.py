@@ -7,7 +7,8 @@ Starts all five services on free 127.0.0.1 ports and, one request at a time, tim
 - each service's own call for one face over gRPC (sampler: Sample; critic: Retouch, i.e. critic →
   refiner → critic; attributes: Infer; filter: Classify) and a bare gRPC round trip to it (a
   health check: no model, no payload);
-- the pipeline's Generate of one face, which crosses sampler → critic → attributes ∥ filter.
+- the pipeline's Generate of one face, which crosses sampler → critic → attributes ∥ filter, with
+  one candidate and with the default oversample.
 A call minus its models minus the bare round trip is what the service's request handling costs.
 """
 
@@ -24,19 +25,20 @@ from timing import amedian_ms, median_ms  # tests/perf/timing.py (the script's f
 
 from services.core.exports import load_session
 from services.core.proto import pb, rpc
+from services.shared.ranking import DEFAULT_OVERSAMPLE
 from tests import servers
 
 MODELS = ("generator", "critic", "refiner", "attributes", "filter")
 
 
-def feeds_for(session, image: np.ndarray) -> dict[str, np.ndarray]:
-    """Batch-1 inputs: the image for image models; mid conditions, temperature 0.8, zero noise
-    for the generator."""
+def feeds_for(session, image: np.ndarray, batch: int = 1) -> dict[str, np.ndarray]:
+    """Inputs of `batch` items: the image for image models; mid conditions, temperature 0.8, zero
+    noise for the generator."""
     feeds = {}
     for i in session.get_inputs():
-        shape = [1 if not isinstance(d, int) else d for d in i.shape]
+        shape = [batch if not isinstance(d, int) else d for d in i.shape]
         if i.name == "images":
-            feeds[i.name] = image[None]
+            feeds[i.name] = np.repeat(image[None], batch, axis=0)
         elif i.name == "temperature":
             feeds[i.name] = np.array(0.8, np.float32)
         else:
@@ -44,11 +46,11 @@ def feeds_for(session, image: np.ndarray) -> dict[str, np.ndarray]:
     return feeds
 
 
-def in_process(image: np.ndarray, calls: int) -> dict[str, float]:
+def in_process(image: np.ndarray, calls: int, batch: int = 1) -> dict[str, float]:
     out = {}
     for m in MODELS:
         session = load_session(servers.REPO / "exports" / m / "1")[1]
-        feeds = feeds_for(session, image)
+        feeds = feeds_for(session, image, batch)
         out[m] = median_ms(lambda s=session, f=feeds: s.run(None, f), calls)
     return out
 
@@ -64,9 +66,12 @@ async def over_grpc(stack: dict, image: np.ndarray, calls: int) -> None:
         "attributes": lambda: rpc.AttributeServiceStub(ch["attributes"]).Infer(pb.InferRequest(images=raw)),
         "filter": lambda: rpc.FilterServiceStub(ch["filter"]).Classify(pb.ClassifyRequest(images=raw)),
         "pipeline": lambda: rpc.GenerationServiceStub(ch["pipeline"]).Generate(pb.GenerateRequest(count=1, seed=1, oversample=1)),
+        # what a request that leaves oversample out costs: the best of DEFAULT_OVERSAMPLE candidates
+        "pipeline, default oversample": lambda: rpc.GenerationServiceStub(ch["pipeline"]).Generate(
+            pb.GenerateRequest(count=1, seed=1)),
     }
     for name, call in requests.items():
-        health = health_pb2_grpc.HealthStub(ch[name])
+        health = health_pb2_grpc.HealthStub(ch[name.split(",")[0]])
         rtt = await amedian_ms(lambda h=health: h.Check(health_pb2.HealthCheckRequest()), calls)
         print(f"  {name:10s} one face {await amedian_ms(call, calls):6.2f} ms   bare round trip {rtt:5.2f} ms")
     for c in ch.values():
@@ -78,9 +83,12 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=200)
     args = ap.parse_args()
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    print("models in this process, batch 1 (p50):")
-    for m, ms in in_process(image, args.calls).items():
-        print(f"  {m:10s} {ms:6.2f} ms")
+    for batch in (1, DEFAULT_OVERSAMPLE):  # one face: one candidate, or the default's candidates
+        print(f"models in this process, batch {batch} (p50):")
+        times = in_process(image, args.calls, batch)
+        for m, ms in times.items():
+            print(f"  {m:10s} {ms:6.2f} ms")
+        print(f"  sum        {sum(times.values()):6.2f} ms")
     print("services over gRPC, one request at a time (p50):")
     stack = servers.start_all()
     try:

@@ -194,7 +194,8 @@ def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: Be
     sampler service draws), with its references (a dict). With `retouch_export` (a refiner
     export), the same faces at the first temperature once more after the retouch, as the
     column "<T> retouched"; with `serve`, the faces the pipeline serves at the first temperature
-    (oversampled, and retouched when `retouch_export` is given) as the column "<T> served"."""
+    (oversampled, and retouched when `retouch_export` is given) as the column "<T> served", whose
+    64 first faces go beside `samples_png` as <name>_served.png."""
     from training.generated import OnnxGenerator
 
     j = judges(real_dir, judge_export, cfg, log)
@@ -218,7 +219,8 @@ def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: Be
 
         t = cfg.temperatures[0]
         touch = OnnxImageModel(retouch_export) if retouch_export is not None else None
-        s = sample_figures(served(gen, serve, touch), j, cfg, t)
+        shown = samples_png.with_name(samples_png.stem + "_served.png") if samples_png is not None else None
+        s = sample_figures(served(gen, serve, touch), j, cfg, t, shown)
         report["samples"][f"{t} served"] = {**s, "oversample": serve.oversample, "retouch": str(retouch_export or "")}
         log(f"T = {t} served (oversample {serve.oversample}{', retouched' if touch else ''}): FD {s['fd']:.1f}, "
             f"precision {s['precision']:.3f}, recall {s['recall']:.3f}, Haar {s['haar']:.3f}")
