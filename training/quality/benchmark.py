@@ -166,14 +166,14 @@ class Served:
     oversample: int
 
 
-def served(generate, served: Served, retouch=None):
+def served(generate, spec: Served, retouch=None):
     """`generate` as the pipeline serves it: face i of the seeds s_i is the kept one of the
-    candidates drawn with seeds s_i·k … s_i·k + k − 1 (a one-face request with seed s_i·k),
-    retouched by `retouch` (uint8 → uint8) when given."""
+    candidates drawn with seeds s_i·k … s_i·k + k − 1 (a one-face request with seed s_i·k and
+    every condition given), retouched by `retouch` (uint8 → uint8) when given."""
     from services.shared import ranking
     from training.select import OnnxImageModel
 
-    critic, attributes, k = OnnxImageModel(served.critic), OnnxImageModel(served.attributes), served.oversample
+    critic, attributes, k = OnnxImageModel(spec.critic), OnnxImageModel(spec.attributes), spec.oversample
 
     def draw(conditions: np.ndarray, t: float, seeds: np.ndarray) -> np.ndarray:
         seeds = np.asarray(seeds, np.int64)
