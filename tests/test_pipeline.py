@@ -19,6 +19,7 @@ import pytest
 
 from services.core.proto import pb, rpc
 from services.core.wire import to_json
+from services.shared.conditions import CONDITIONS
 from services.shared.images import decode
 from tests import servers
 
@@ -162,8 +163,8 @@ def test_the_benchmark_judges_the_faces_the_pipeline_serves(stack):
                   Served(exports / "critic" / "1", exports / "attributes" / "1", 3), OnnxImageModel(exports / "refiner" / "1"))
     got = draw(cond, 1.1, np.array([5, 11]))
     for want, row, seed in zip(got, cond, (5, 11), strict=True):
-        conditions = pb.ConditionsRequest(**{name: pb.ConditionRequest(value=float(v)) for name, v in
-                                             zip(("eyes", "mouth", "hair_color", "background", "head"), row, strict=True)})
+        conditions = pb.ConditionsRequest(**{name: pb.ConditionRequest(value=float(v))
+                                             for name, v in zip(CONDITIONS, row, strict=True)})
         face = _stub(stack).Generate(pb.GenerateRequest(conditions=conditions, count=1, seed=3 * seed, temperature=1.1,
                                                         oversample=3), timeout=60).faces[0]
         np.testing.assert_array_equal(decode(face.png), want)

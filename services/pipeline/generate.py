@@ -232,8 +232,7 @@ class Pipeline:
 
     def _keep(self, spec: GenerateSpec, faces: list[Face]) -> list[Face]:
         """The best candidate of each face's group (faces in candidate order, whole groups)."""
-        kept = faces if spec.oversample == 1 else [
-            faces[i] for i in ranking.best_of_groups([f.rank() for f in faces], spec.oversample)]
+        kept = [faces[i] for i in ranking.best_of_groups([f.rank() for f in faces], spec.oversample)]
         metrics.CANDIDATES.labels("kept").inc(len(kept))
         metrics.CANDIDATES.labels("rejected").inc(len(faces) - len(kept))
         for f in kept:

@@ -197,36 +197,32 @@ def evaluate(generator_export: Path, real_dir: Path, judge_export: Path, cfg: Be
     (oversampled, and retouched when `retouch_export` is given) as the column "<T> served", whose
     64 first faces go beside `samples_png` as <name>_served.png."""
     from training.generated import OnnxGenerator
+    from training.select import OnnxImageModel
 
     j = judges(real_dir, judge_export, cfg, log)
     gen = OnnxGenerator(generator_export)
+    retouch = OnnxImageModel(retouch_export) if retouch_export is not None else None
     report = {"n": cfg.n, "generator": str(generator_export), "judge": str(judge_export), "real": str(real_dir),
               "references": j.references, "samples": {}}
-    for i, t in enumerate(cfg.temperatures):
-        s = sample_figures(gen, j, cfg, t, samples_png if i == 0 else None)
-        report["samples"][str(t)] = s
-        log(f"T = {t}: FD {s['fd']:.1f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, Haar {s['haar']:.3f}")
-    if retouch_export is not None:
-        from training.select import OnnxImageModel
 
-        retouch, t = OnnxImageModel(retouch_export), cfg.temperatures[0]
-        s = sample_figures(lambda c, temp, seeds: retouch(gen(c, temp, seeds)), j, cfg, t)
-        report["samples"][f"{t} retouched"] = {**s, "retouch": str(retouch_export)}
-        log(f"T = {t} retouched: FD {s['fd']:.1f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
+    def judged(column: str, s: dict) -> None:
+        report["samples"][column] = s
+        log(f"T = {column}: FD {s['fd']:.1f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
             f"Haar {s['haar']:.3f}")
-    if serve is not None:
-        from training.select import OnnxImageModel
 
-        t = cfg.temperatures[0]
-        touch = OnnxImageModel(retouch_export) if retouch_export is not None else None
+    for i, t in enumerate(cfg.temperatures):
+        judged(str(t), sample_figures(gen, j, cfg, t, samples_png if i == 0 else None))
+    t = cfg.temperatures[0]
+    if retouch is not None:
+        s = sample_figures(lambda c, temp, seeds: retouch(gen(c, temp, seeds)), j, cfg, t)
+        judged(f"{t} retouched", {**s, "retouch": str(retouch_export)})
+    if serve is not None:
         shown = samples_png.with_name(samples_png.stem + "_served.png") if samples_png is not None else None
-        s = sample_figures(served(gen, serve, touch), j, cfg, t, shown)
-        report["samples"][f"{t} served"] = {**s, "oversample": serve.oversample, "retouch": str(retouch_export or "")}
-        log(f"T = {t} served (oversample {serve.oversample}{', retouched' if touch else ''}): FD {s['fd']:.1f}, "
-            f"precision {s['precision']:.3f}, recall {s['recall']:.3f}, Haar {s['haar']:.3f}")
+        s = sample_figures(served(gen, serve, retouch), j, cfg, t, shown)
+        judged(f"{t} served", {**s, "oversample": serve.oversample, "retouch": str(retouch_export or "")})
     report["goals"] = goals(report)
     if serve is not None:
-        report["goals_served"] = goals(report, f"{cfg.temperatures[0]} served")
+        report["goals_served"] = goals(report, f"{t} served")
     return report
 
 
