@@ -132,7 +132,7 @@ def test_tiny_chain_trains_evaluates_and_exports(synth_root, two_stage, tmp_path
     cfg = config_io.override(TRAIN_PRESETS["tiny"], {"retouch": retouch})
     report = train_and_export(synth_root, synth_root / "labels.csv", GENERATOR, att_run, None, cfg,
                               tmp_path / "run", exports / "critic" / "1", exports / "refiner" / "1", echo=lambda _: None,
-                              autoencoder=two_stage / "runs" / "autoencoder")
+                              autoencoder=two_stage / "runs" / "autoencoder", prior=two_stage / "runs" / "generator")
     assert report["critic_b_held_out"]["n_real"] > 0 and 0 <= report["retouch"]["fraction_changed"] <= 1
     assert Path(report["grid"]).stat().st_size > 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -146,11 +146,41 @@ def test_tiny_chain_trains_evaluates_and_exports(synth_root, two_stage, tmp_path
         within = [t for t in cal["tried"] if t["real_change"] <= cfg.real_change_max
                   and t["flagged_share"] >= cfg.flagged_share_min]
         assert within == [] and cal["flag_below"] == 0.0 or within[0]["flag_below"] == cal["flag_below"]
+        # the latent denoiser was distilled from the tiny prior and rides inside the exported graph
+        assert sig["retouch"]["latent_denoiser"] is True and report["timings"]["denoiser_s"] > 0
+        assert (tmp_path / "run" / "denoiser" / "state.pt").exists()
     else:
         assert sig["retouch"]["flag_below"] == 0.5
     sess = ort.InferenceSession(str(exports / "critic" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     realness, realness_map = sess.run(None, {"images": np.zeros((2, 64, 64, 3), np.uint8)})
     assert realness.shape == (2,) and realness_map.shape == (2, 8, 8)
+
+
+def test_the_projection_retouch_needs_the_prior_its_denoiser_is_distilled_from(synth_root, tmp_path):
+    from training.stages import StageError
+    from training.stages.critic import train_and_export
+
+    with pytest.raises(StageError, match="--prior"):
+        train_and_export(synth_root, synth_root / "labels.csv", GENERATOR, tmp_path / "att", None, TRAIN_PRESETS["tiny"],
+                         tmp_path / "run", None, None, echo=lambda _: None, autoencoder=tmp_path / "ae")
+
+
+def test_the_distilled_denoiser_moves_grids_towards_the_priors_projection(faces, two_stage, tmp_path):
+    """Trained on grids and their prior projections, the denoiser brings held-out grids closer to
+    their projections than the grids themselves are (it starts as the identity)."""
+    import dataclasses
+
+    from training.train_latent_denoiser import train_denoiser
+    from training.two_stage import load_autoencoder, load_prior
+
+    images = np.concatenate([faces["train"][1], faces["held_out"][1]])
+    conditions = np.random.default_rng(0).random((len(images), len(CONDITIONS))).astype(np.float32)
+    cfg = dataclasses.replace(TRAIN_PRESETS["tiny"].denoiser, steps=150, eval_every=150, val_fraction=0.25)
+    reads = AttributeNet(ATTRIBUTE_PRESETS["tiny"]).eval()
+    prior, ae = load_prior(two_stage / "runs" / "generator"), load_autoencoder(two_stage / "runs" / "autoencoder")
+    model, figures = train_denoiser(prior, ae, reads, images, conditions, cfg, RunFolder(tmp_path / "denoiser", cfg))
+    assert figures["val_mse"] < figures["val_mse_identity"]
+    assert not model.training
 
 
 def test_the_gate_calibration_keeps_the_change_where_the_map_flags(faces):

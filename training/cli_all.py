@@ -129,11 +129,11 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
                                             echo=echo),
               runs / "generator"),
         Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt",
-                                 runs / "autoencoder" / "model.pt"],
+                                 runs / "autoencoder" / "model.pt", runs / "generator" / "config.json"],
               lambda: [ex["critic"], ex["refiner"]],
               lambda: critic.train_and_export(data, cond, ex["generator"], runs / "attributes", ex["attributes"],
                                               cfg["critic"], runs / "critic", ex["critic"], ex["refiner"], echo=echo,
-                                              autoencoder=runs / "autoencoder"),
+                                              autoencoder=runs / "autoencoder", prior=runs / "generator"),
               runs / "critic"),
     ]
     if synth_n is not None and not (data / "synth_config.json").exists():

@@ -23,6 +23,10 @@ import click
 @click.option("--autoencoder", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=Path("training/checkpoints/generator_v2/decoder"), show_default=True,
               help="the generator's autoencoder (model.pt + config.json), which the projection retouch projects onto")
+@click.option("--prior", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("training/checkpoints/generator_v2/prior_anchored"), show_default=True,
+              help="the generator's prior (stage-2 run or compact checkpoint), which the retouch's latent denoiser "
+                   "is distilled from")
 @click.option("--judge", "judge_export", type=click.Path(file_okay=False, path_type=Path),
               default=Path("exports/judge/1"), show_default=True,
               help="an independent attribute judge (used when present) for the condition drift of the retouch")
@@ -33,7 +37,7 @@ import click
               help="e.g. exports/critic/1")
 @click.option("--export-refiner", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="e.g. exports/refiner/1")
-def critic_cmd(data, conditions_csv, generator_export, attributes_run, attribute_export, autoencoder, judge_export, preset,
+def critic_cmd(data, conditions_csv, generator_export, attributes_run, attribute_export, autoencoder, prior, judge_export, preset,
                overrides, out, export_critic, export_refiner) -> None:
     """Train the critic and the refiner; report the retouch as judged by an independent critic."""
     from training.stages import configure
@@ -43,5 +47,5 @@ def critic_cmd(data, conditions_csv, generator_export, attributes_run, attribute
     cfg = configure(TRAIN_PRESETS, preset, overrides)
     report = train_and_export(data, conditions_csv, generator_export, attributes_run, attribute_export, cfg, out,
                               export_critic, export_refiner, echo=click.echo, autoencoder=autoencoder,
-                              judge_export=judge_export)
+                              judge_export=judge_export, prior=prior)
     click.echo(json.dumps(report, indent=2))

@@ -33,12 +33,16 @@ class OnnxGenerator:
             out.append(self.session.run(["images"], feeds)[0])
         return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
 
+    @staticmethod
+    def pool_conditions(condition_pool: np.ndarray, n: int, seed: int) -> np.ndarray:
+        """The conditions `pool` draws its n faces for with this seed."""
+        return condition_pool[np.random.default_rng(seed).integers(0, len(condition_pool), n)]
+
     def pool(self, condition_pool: np.ndarray, n: int, temperatures: tuple[float, ...], seed: int) -> np.ndarray:
         """n faces with conditions drawn from `condition_pool` (the real images' conditions, so
         real and generated differ only in how they look), temperatures taken in turn, seeds
         seed … seed + n − 1."""
-        rng = np.random.default_rng(seed)
-        cond = condition_pool[rng.integers(0, len(condition_pool), n)]
+        cond = self.pool_conditions(condition_pool, n, seed)
         seeds = np.arange(seed, seed + n)
         images = np.empty((n, self.image_size, self.image_size, 3), np.uint8)
         for k, t in enumerate(temperatures):

@@ -23,8 +23,10 @@ from services.shared.sampling import around_default
 from training import loop
 from training.losses import patch_bce, refiner_losses
 from training.models.critic import CRITIC_PRESETS, Critic, CriticConfig
+from training.models.latent_denoiser import LatentDenoiserConfig
 from training.models.refiner import REFINER_PRESETS, ProjectionConfig, ProjectionRetouch, Refiner, RefinerConfig
 from training.run_state import RunFolder
+from training.train_latent_denoiser import DenoiserTrainConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class CriticTrainConfig:
     # against critic A: the first wave's, whose losses allow only changes nobody sees)
     retouch: str = "projection"
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    # the projection's latent denoiser, distilled from the generator's prior (train_latent_denoiser)
+    denoiser: DenoiserTrainConfig = field(default_factory=DenoiserTrainConfig)
     # the projection's flag_below is calibrated on real faces critic A never saw (split B): the
     # largest whose retouch changes them by at most this much on average (0..255 units)
     real_change_max: float = 0.8
@@ -80,7 +84,9 @@ class CriticTrainConfig:
 TRAIN_PRESETS = {
     "tiny": CriticTrainConfig(critic=CRITIC_PRESETS["tiny"], refiner=REFINER_PRESETS["tiny"], batch_size=32,
                               critic_steps=80, refiner_batch_size=8, refiner_steps=20, history_size=64,
-                              generated=256, eval_faces=64, eval_every=40),
+                              generated=256, eval_faces=64, eval_every=40,
+                              denoiser=DenoiserTrainConfig(model=LatentDenoiserConfig(width=8, blocks=1), passes=1, faces=64,
+                                                           batch_size=16, steps=20, eval_every=10)),
     # no spectral normalisation: it kept the critic smooth for the SimGAN refiner's adversarial loop,
     # and capped it as a judge (AUC 0.86 → 0.98 without, on the v2.1 generator's faces, and only
     # without did the map learn to flag smeared and noised regions); `--set critic.spectral_norm=true`
@@ -262,7 +268,7 @@ def calibrate_projection(retoucher: ProjectionRetouch, real: np.ndarray, max_cha
         return x, maps, projected
 
     def retouched_change(x, maps, projected, cfg) -> torch.Tensor:
-        return torch.round(ProjectionRetouch(retoucher.critic, retoucher.autoencoder, cfg).blend(x, maps, projected)) - x
+        return torch.round(retoucher.with_config(cfg).blend(x, maps, projected)) - x
 
     real_set = maps_and_projection(real)
     fake_set = maps_and_projection(generated) if generated is not None and len(generated) else None
@@ -296,8 +302,9 @@ def critic_export_spec(cfg: CriticConfig, version: str = "1"):
     )
 
 
-def projection_export_spec(cfg: ProjectionConfig, image_size: int, version: str = "1"):
-    """uint8 RGB NHWC in; retouched uint8 images out (critic A and the autoencoder inside the graph)."""
+def projection_export_spec(cfg: ProjectionConfig, image_size: int, version: str = "1", denoised: bool = False):
+    """uint8 RGB NHWC in; retouched uint8 images out (critic A, the autoencoder and, when
+    `denoised`, the attribute model and the latent denoiser inside the graph)."""
     import dataclasses
 
     from training.export import TensorSpec, image_model_spec
@@ -307,9 +314,10 @@ def projection_export_spec(cfg: ProjectionConfig, image_size: int, version: str 
         outputs=(TensorSpec("retouched", "uint8", ("batch", image_size, image_size, 3), (0, 255),
                             "retouched RGB faces, NHWC"),),
         extra={"retouch": {"kind": "projection", "flag_below": cfg.flag_below, "ramp": cfg.ramp,
-                           "iterations": cfg.iterations,
-                           "how": "regions the embedded critic scores below flag_below take decode(encode(face)) "
-                                  "of the generator's autoencoder, fully at flag_below − ramp and below"}},
+                           "iterations": cfg.iterations, "latent_denoiser": denoised,
+                           "how": "regions the embedded critic scores below flag_below take "
+                                  + ("decode(denoise(encode(face), attributes(face)))" if denoised else "decode(encode(face))")
+                                  + " of the generator's autoencoder, fully at flag_below − ramp and below"}},
     )
     return dataclasses.replace(spec, atol=1.0)  # rounding to uint8 inside the graph
 

@@ -1,13 +1,17 @@
 """How far the projection retouch can move the benchmark at all: the shipped generator's benchmark
 faces (T as shipped) judged as drawn, after the shipped retouch (gated by its critic), and after
 the projection decode(encode(face)) applied everywhere, once and twice (no gate: the most a
-projection retouch of that many passes can change). Each row beside the same run's references.
+projection retouch of that many passes can change), and with --prior the prior's posterior-mean
+projection of the latent grid k times (--passes) between encoder and decoder, everywhere and
+through the shipped gate (what the retouch's latent denoiser is distilled from: its ceiling).
+Each row beside the same run's references.
 With --critic-run (a `facegen-train critic` run folder), the gate's frontier as well: for each
 (flag_below, ramp), the FD change, the share of the change inside the regions critic A flags, and
 the mean change on generated and on real faces (real set B).
 
   PYTHONPATH=. python tests/perf/retouch_ceiling.py [--n 1000] [--refiner exports/refiner/1] \
-      [--autoencoder training/checkpoints/generator_v2/decoder] [--critic-run runs/critic]
+      [--autoencoder training/checkpoints/generator_v2/decoder] [--critic-run runs/critic] \
+      [--prior training/checkpoints/generator_v2/prior_anchored --passes 1 2 4]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from services.shared.exports import read_export
 from services.shared.sampling import DEFAULT_TEMPERATURE
 from training import config as config_io
 from training.eval_critic import share_inside_flagged
@@ -39,6 +44,24 @@ def projector(retoucher: ProjectionRetouch):
     @torch.no_grad()
     def project(images: np.ndarray) -> np.ndarray:
         out = [retoucher.project(torch.from_numpy(images[i : i + 250])) for i in range(0, len(images), 250)]
+        return torch.round(torch.cat(out).clamp(0, 255)).to(torch.uint8).numpy()
+
+    return project
+
+
+def prior_projector(prior, ae, passes: int, gate: ProjectionRetouch | None = None):
+    """(uint8 faces, their conditions) → decode(project^passes(encode(face))), uint8; through the
+    gate's critic map when `gate` is given (its config), else everywhere."""
+    @torch.no_grad()
+    def project(images: np.ndarray, conditions: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), 250):
+            x, c = torch.from_numpy(images[i : i + 250]).float(), torch.from_numpy(conditions[i : i + 250]).float()
+            g = ae.encode(x)
+            for _ in range(passes):
+                g = prior.project(g, c)
+            y = (ae.decode(g).permute(0, 2, 3, 1) + 1.0) * 127.5
+            out.append(y if gate is None else gate.blend(x, gate.critic(x)[1], y))
         return torch.round(torch.cat(out).clamp(0, 255)).to(torch.uint8).numpy()
 
     return project
@@ -88,13 +111,29 @@ def main() -> None:
     ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
     ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     ap.add_argument("--critic-run", type=Path, default=None, help="also print the gate frontier of this run's critic A")
+    ap.add_argument("--prior", type=Path, default=None, help="also the prior's projection (a stage-2 run or checkpoint)")
+    ap.add_argument("--passes", type=int, nargs="+", default=[1, 2, 4])
     args = ap.parse_args()
     cfg = BenchmarkConfig(n=args.n, temperatures=(args.temperature,))
     j = judges(args.data, args.judge, cfg)
     gen, ae = OnnxGenerator(args.generator), load_autoencoder(args.autoencoder)
-    retouches = {"as drawn": lambda x: x, f"shipped retouch ({args.refiner})": OnnxImageModel(args.refiner),
-                 **{f"projection everywhere, {name}": projector(ProjectionRetouch(None, ae, ProjectionConfig(iterations=k)))
+    refiner = OnnxImageModel(args.refiner)
+    retouches = {"as drawn": lambda x, c: x, f"shipped retouch ({args.refiner})": lambda x, c: refiner(x),
+                 **{f"projection everywhere, {name}": lambda x, c, k=k: projector(
+                     ProjectionRetouch(None, ae, ProjectionConfig(iterations=k)))(x)
                     for name, k in (("once", 1), ("twice", 2))}}
+    if args.prior is not None:
+        from training.two_stage import load_prior
+
+        prior = load_prior(args.prior)
+        cal = read_export(args.refiner).signature["retouch"]
+        gate = ProjectionRetouch(load_critic_a(args.critic_run), ae, ProjectionConfig(cal["flag_below"], cal["ramp"])) \
+            if args.critic_run is not None else None
+        for k in args.passes:
+            retouches[f"prior projection × {k}, everywhere"] = prior_projector(prior, ae, k)
+            if gate is not None:
+                retouches[f"prior projection × {k}, shipped gate ({cal['flag_below']:g} / {cal['ramp']:g})"] = \
+                    prior_projector(prior, ae, k, gate)
     refs = j.references
     print(f"references (same run, n = {args.n}): two real sets FD {refs['fd_real_real']:.1f}, "
           f"real vs blurred {refs['fd_real_blurred']:.1f}")
@@ -106,7 +145,7 @@ def main() -> None:
 
         def generate(c, t, seeds, fn=fn, first=first):
             before = gen(c, t, seeds)
-            after = fn(before)
+            after = fn(before, c)
             if not first:
                 first.append((before, after))
             return after

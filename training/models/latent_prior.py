@@ -87,6 +87,12 @@ class LatentPrior(nn.Module):
         h, _ = self.hier.top_down(conditions, None, noise, temperature)
         return self.head(h).chunk(2, dim=1)[0]
 
+    def project(self, grid: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        """The grid's posterior-mean reconstruction: every group's latents at the posterior's mean,
+        decoded top-down to the grid's mean (what the retouch's latent denoiser learns to do)."""
+        h, _ = self.hier.top_down(conditions, self.encode(grid, conditions), None, posterior_mean=True)
+        return self.head(h).chunk(2, dim=1)[0]
+
     def posterior_noise(self, grid: torch.Tensor, conditions: torch.Tensor) -> list[torch.Tensor]:
         """Per group, the noise that redraws this grid's posterior-mean latents through `sample`
         at temperature 1 (the encoder an edit needs: decode it with other conditions)."""

@@ -101,16 +101,28 @@ class ProjectionConfig:
 
 class ProjectionRetouch(nn.Module):
     """Retouch by projection: where the flagging critic's map says fake, the face is replaced by
-    its projection onto the generator's own autoencoder, decode(encode(x)), in proportion to how
-    fake the region looks. A sample of the prior decodes latents the encoder would not have made;
-    encoding it again lands on latents of the kind the decoder was trained on, whose decoding is
-    closer to real faces (tests/perf/RESULTS.md has the measurements), while the face, its
-    conditions and the regions the critic accepts are kept. Pure feed-forward: critic, encoder
-    and decoder in one graph, uint8 NHWC in and out."""
+    its projection onto the generator's own models, in proportion to how fake the region looks.
+    The projection encodes the face with the autoencoder, moves its latent grid with the latent
+    denoiser when there is one (a learned stand-in for several of the NVAE prior's posterior-mean
+    projections, fed the face's conditions as the attribute model reads them: models/
+    latent_denoiser.py) and decodes it. A sample of the prior decodes latents the encoder would not
+    have made; encoding it again lands on latents of the kind the decoder was trained on, and the
+    prior's projection moves them towards what it models; their decoding is closer to real faces
+    (tests/perf/RESULTS.md has the measurements), while the face, its conditions and the regions
+    the critic accepts are kept. Pure feed-forward: critic, attribute model, encoder, denoiser and
+    decoder in one graph, uint8 NHWC in and out."""
 
-    def __init__(self, critic: Critic, autoencoder: nn.Module, cfg: ProjectionConfig) -> None:
+    def __init__(self, critic: Critic, autoencoder: nn.Module, cfg: ProjectionConfig,
+                 denoiser: nn.Module | None = None, attributes: nn.Module | None = None) -> None:
         super().__init__()
+        if (denoiser is None) != (attributes is None):
+            raise ValueError("the latent denoiser reads the face's conditions: give both or neither")
         self.critic, self.autoencoder, self.cfg = critic, autoencoder, cfg
+        self.denoiser, self.attributes = denoiser, attributes
+
+    def with_config(self, cfg: ProjectionConfig) -> ProjectionRetouch:
+        """The same models under another gate."""
+        return ProjectionRetouch(self.critic, self.autoencoder, cfg, self.denoiser, self.attributes).eval()
 
     def gate(self, realness_map: torch.Tensor, size: int) -> torch.Tensor:
         """How much of the projection each pixel takes, NHWC [N, H, W, 1]."""
@@ -118,10 +130,13 @@ class ProjectionRetouch(nn.Module):
         return torch.clamp((self.cfg.flag_below - r) / self.cfg.ramp, 0.0, 1.0)
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
-        """decode(encode(x)), iterated; float NHWC in [0, 255]."""
+        """decode(denoise(encode(x))), iterated; float NHWC in [0, 255]."""
         y = images.float()
         for _ in range(self.cfg.iterations):
-            y = (self.autoencoder.decode(self.autoencoder.encode(y)).permute(0, 2, 3, 1) + 1.0) * 127.5
+            grid = self.autoencoder.encode(y)
+            if self.denoiser is not None:
+                grid = self.denoiser(grid, self.attributes(y))
+            y = (self.autoencoder.decode(grid).permute(0, 2, 3, 1) + 1.0) * 127.5
         return y
 
     def blend(self, x: torch.Tensor, realness_map: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The critic stage: critic A (flags regions), the retouch built on it, an independent critic B
-that judges the retouch, their evaluation and exports."""
+"""The critic stage: critic A (flags regions), the retouch built on it (with the latent denoiser
+distilled from the generator's prior), an independent critic B that judges the retouch, their
+evaluation and exports."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ from pathlib import Path
 
 from training.stages import StageError, open_dataset, print_echo, step_progress
 
-GENERATED_SEEDS = {"a": 0, "b": 1_000_000, "eval": 2_000_000}  # disjoint generator seeds per use
+GENERATED_SEEDS = {"a": 0, "b": 1_000_000, "eval": 2_000_000, "denoiser": 3_000_000}  # disjoint generator seeds per use
 
 
 def train_and_export(data: Path, conditions_csv: Path | None, generator_export: Path, attributes_run: Path,
                      attribute_export: Path | None, cfg, out: Path, critic_export: Path | None,
                      refiner_export: Path | None, echo=print_echo, autoencoder: Path | None = None,
-                     judge_export: Path | None = None) -> dict:
+                     judge_export: Path | None = None, prior: Path | None = None) -> dict:
     """Train on the images of `conditions_csv` (default <data>/conditions.csv) against the faces of
     `generator_export`; evaluate the retouch with critic B (and `judge_export`, an independent
-    attribute judge, when present); export critic B and the retouch; returns the report."""
+    attribute judge, when present); export critic B and the retouch; returns the report. The
+    projection retouch's latent denoiser (cfg.denoiser.passes > 0) is distilled from `prior`, the
+    generator's stage-2 run, on generated faces of its own (seeds no critic sees)."""
     import numpy as np
     from tqdm import tqdm
 
@@ -48,6 +51,10 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
         raise StageError(f"retouch must be projection or simgan, got {cfg.retouch!r}")
     if cfg.retouch == "projection" and autoencoder is None:
         raise StageError("the projection retouch needs the generator's autoencoder (--autoencoder DIR)")
+    denoised = cfg.retouch == "projection" and cfg.denoiser.passes > 0
+    if denoised and prior is None:
+        raise StageError("the projection retouch's latent denoiser is distilled from the generator's prior "
+                         "(--prior DIR), or set denoiser.passes=0 for none")
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -78,6 +85,8 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
 
     stages = ("critic_a", "refiner", "critic_b") if cfg.retouch == "simgan" else ("critic_a", "critic_b")
     runs = {k: RunFolder(out / k, cfg) for k in stages}
+    if denoised:
+        runs["denoiser"] = RunFolder(out / "denoiser", cfg.denoiser)
 
     def stage(name: str, steps: int, fn):
         t = time.perf_counter()
@@ -103,11 +112,25 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
     else:
         from training.two_stage import load_autoencoder
 
-        retoucher = ProjectionRetouch(critic_a, load_autoencoder(autoencoder), cfg.projection).eval()
+        ae, denoiser, reads = load_autoencoder(autoencoder), None, None
+        if denoised:
+            from training.train_latent_denoiser import train_denoiser
+            from training.two_stage import load_prior
+
+            reads = attributes.eval().requires_grad_(False)
+            t_d = time.perf_counter()
+            seed, n = GENERATED_SEEDS["denoiser"], cfg.denoiser.faces
+            faces = generator.pool(pool, n, cfg.temperatures, seed)
+            denoiser, figures = train_denoiser(load_prior(prior), ae, reads, faces, generator.pool_conditions(pool, n, seed),
+                                               cfg.denoiser, runs["denoiser"])
+            timings["denoiser_s"] = time.perf_counter() - t_d
+            echo(f"latent denoiser ({cfg.denoiser.passes} prior projections): held-out MSE {figures['val_mse']:.4f} "
+                 f"(grid left as it is: {figures['val_mse_identity']:.4f})")
+        retoucher = ProjectionRetouch(critic_a, ae, cfg.projection, denoiser, reads).eval()
         # on real and generated faces critic A never saw (critic B's), not the held-out ones reported on
         projection, tried = calibrate_projection(retoucher, real["b"][:500], cfg.real_change_max, fake["b"][:500],
                                                  cfg.flagged_share_min)
-        retoucher = ProjectionRetouch(critic_a, retoucher.autoencoder, projection).eval()
+        retoucher = retoucher.with_config(projection)
         calibration = {"flag_below": projection.flag_below, "ramp": projection.ramp, "tried": tried,
                        "real_change_max": cfg.real_change_max, "flagged_share_min": cfg.flagged_share_min}
         echo(f"projection retouch: flag_below {projection.flag_below} (real faces changed ≤ {cfg.real_change_max}/255, "
@@ -153,10 +176,12 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
         echo(f"exported critic to {critic_export} ({c['onnx_bytes'] / 1e6:.2f} MB)")
     if refiner_export is not None:
         spec = (refiner_export_spec(cfg.refiner, refiner_export.name) if cfg.retouch == "simgan"
-                else projection_export_spec(retoucher.cfg, cfg.critic.image_size, refiner_export.name))
+                else projection_export_spec(retoucher.cfg, cfg.critic.image_size, refiner_export.name, denoised))
         which = ("refiner + critic A (flags regions)" if cfg.retouch == "simgan"
-                 else "critic A (flags regions) + the generator's autoencoder (projects them)")
+                 else "critic A (flags regions) + the generator's autoencoder (projects them)"
+                 + (" + the latent denoiser distilled from its prior, fed the attribute model's reading" if denoised else ""))
         c = export_model(retoucher, spec, refiner_export, {**card, "config": config_io.to_dict(cfg), "which": which,
-                                                           "autoencoder": None if autoencoder is None else str(autoencoder)})
+                                                           "autoencoder": None if autoencoder is None else str(autoencoder),
+                                                           "prior": str(prior) if denoised else None})
         echo(f"exported refiner to {refiner_export} ({c['onnx_bytes'] / 1e6:.2f} MB)")
     return report
