@@ -25,7 +25,7 @@ class DenoiserTrainConfig:
     model: LatentDenoiserConfig = field(default_factory=LatentDenoiserConfig)
     # prior projections the denoiser stands in for (0: no denoiser, the retouch decodes the
     # autoencoder's own encoding); more passes move further, and each is more than the sampler's cost
-    passes: int = 4
+    passes: int = 8
     faces: int = 12000  # generated faces it learns from (their grids and projections)
     batch_size: int = 64
     steps: int = 4000

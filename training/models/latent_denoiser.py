@@ -5,9 +5,9 @@ Encoding a face with the prior's posterior and decoding the posterior mean top-d
 (`LatentPrior.project`) moves its grid towards what the prior models; repeating it moves it
 further, and the faces decoded from it come closer to real ones (tests/perf/RESULTS.md). Each
 projection costs the prior's encoder and decoder, more than the sampler itself, so the retouch
-cannot run them at serving time; this small residual network at the grid's resolution is trained
-to map a grid (and the face's conditions) to its projected grid, and costs a fraction of the
-decoder. The last conv starts at zero: an untrained denoiser is the identity.
+cannot run them at serving time; this small residual U-Net over the grid is trained to map a grid
+(and the face's conditions) to its projected grid, and costs a fraction of the sampler. The last
+conv starts at zero: an untrained denoiser is the identity.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from torch import nn
 class LatentDenoiserConfig:
     data_channels: int = 4  # the autoencoder's latent_channels
     n_conditions: int = 5
-    width: int = 64  # channels at the grid's resolution; doubled at each coarser level
+    width: int = 48  # channels at the grid's resolution; doubled at each coarser level
     blocks: int = 6  # residual blocks per level (half before the coarser levels, half after)
     # coarser levels (each halves the resolution): the prior's projection sees the whole grid
     # through its 4×4 scale, which a few 3×3 blocks at 16×16 cannot
-    levels: int = 0
+    levels: int = 2
 
 
 class _Block(nn.Module):
