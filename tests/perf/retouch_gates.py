@@ -1,0 +1,103 @@
+"""The gate frontier of a trained retouch (a `facegen-train critic` run folder with its latent
+denoiser): the benchmark's 1000 faces at the sampler's default temperature, one projection each,
+blended in through each (flag_below, ramp); per gate the FD change, the share of the change inside
+the regions critic A flags, on how many faces the independent critic B's realness rose, and the
+mean change on generated and on real faces (real set B). The issue's goals: FD −20 %, share ≥ 70 %,
+B's realness up on ≥ 80 %, real faces ≤ 1/255.
+
+  PYTHONPATH=. python tests/perf/retouch_gates.py [--run runs/critic_v12] [--n 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.shared.sampling import DEFAULT_TEMPERATURE
+from training import config as config_io
+from training.eval_critic import share_inside_flagged
+from training.generated import OnnxGenerator
+from training.models.critic import Critic
+from training.models.latent_denoiser import LatentDenoiser
+from training.models.refiner import ProjectionConfig, ProjectionRetouch
+from training.quality import metrics
+from training.quality.benchmark import BenchmarkConfig, judges
+from training.quality.feature_net import features
+from training.train_attributes import load_trained
+from training.train_critic import CriticTrainConfig
+from training.train_latent_denoiser import DenoiserTrainConfig
+from training.two_stage import load_autoencoder
+
+GATES = ((0.9, 0.4), (0.8, 0.3), (0.8, 0.2), (0.75, 0.3), (0.75, 0.2), (0.7, 0.3))
+
+
+def _state(folder: Path) -> dict:
+    return torch.load(folder / "state.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def load_critic(folder: Path) -> Critic:
+    critic = Critic(config_io.load(CriticTrainConfig, folder / "config.json").critic)
+    critic.load_state_dict(_state(folder))
+    return critic.folded().eval()
+
+
+def load_denoiser(folder: Path) -> LatentDenoiser:
+    model = LatentDenoiser(config_io.load(DenoiserTrainConfig, folder / "config.json").model)
+    model.load_state_dict(_state(folder))
+    return model.eval().requires_grad_(False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=Path("runs/critic_v12"), help="a `facegen-train critic` run folder")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--generator", type=Path, default=Path("exports/generator/1"))
+    ap.add_argument("--autoencoder", type=Path, default=Path("training/checkpoints/generator_v2/decoder"))
+    ap.add_argument("--attributes-run", type=Path, default=Path("runs/attributes"))
+    ap.add_argument("--data", type=Path, default=Path("data/bench"))
+    ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
+    args = ap.parse_args()
+    a, b = load_critic(args.run / "critic_a"), load_critic(args.run / "critic_b")
+    attributes, _ = load_trained(args.attributes_run)
+    retoucher = ProjectionRetouch(a, load_autoencoder(args.autoencoder), ProjectionConfig(),
+                                  load_denoiser(args.run / "denoiser"), attributes.eval()).eval()
+    cfg = BenchmarkConfig(n=args.n, temperatures=(DEFAULT_TEMPERATURE,))
+    j = judges(args.data, args.judge, cfg, log=lambda *_: None)
+    drawn = OnnxGenerator(args.generator)(j.a.conditions, DEFAULT_TEMPERATURE, np.arange(cfg.seed, cfg.seed + cfg.n))
+
+    def per_batch(fn, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fn(x[i : i + 250]) for i in range(0, len(x), 250)])
+
+    @torch.no_grad()
+    def prepared(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(images).float()
+        return x, per_batch(lambda v: a(v)[1], x), per_batch(retoucher.project, x)
+
+    generated, real = prepared(drawn), prepared(j.b.images[: args.n // 2])
+    with torch.no_grad():
+        b_before = per_batch(lambda v: b(v)[0], generated[0])
+    fd0 = metrics.frechet_distance(j.f_a, features(j.net, drawn))
+    refs = j.references
+    print(f"{args.n} faces at T = {DEFAULT_TEMPERATURE}, FD as drawn {fd0:.1f} (two real sets {refs['fd_real_real']:.1f}, "
+          f"real vs blurred {refs['fd_real_blurred']:.1f}); critic B's realness {float(b_before.mean()):.3f}")
+    print("| gate (flag_below, ramp) | FD (change) | change where A flags | B's realness rose (mean after) "
+          "| mean change, generated / real (/255) |")
+    print("|---|---|---|---|---|")
+    for flag, ramp in GATES:
+        gated = retoucher.with_config(ProjectionConfig(flag_below=flag, ramp=ramp))
+        with torch.no_grad():
+            out, out_real = torch.round(gated.blend(*generated)), torch.round(gated.blend(*real))
+            b_after = per_batch(lambda v: b(v)[0], out)
+        fd = metrics.frechet_distance(j.f_a, features(j.net, out.to(torch.uint8).numpy()))
+        share = share_inside_flagged(generated[1], out - generated[0])
+        print(f"| {flag:g}, {ramp:g} | {fd:.1f} ({100 * (fd / fd0 - 1):+.1f} %) | {share:.1%} "
+              f"| {float((b_after > b_before).float().mean()):.1%} ({float(b_after.mean()):.3f}) "
+              f"| {float((out - generated[0]).abs().mean()):.2f} / {float((out_real - real[0]).abs().mean()):.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
