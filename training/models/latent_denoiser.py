@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.models.layers import PreActBlock
+
 
 @dataclass(frozen=True)
 class LatentDenoiserConfig:
@@ -28,16 +30,6 @@ class LatentDenoiserConfig:
     # coarser levels (each halves the resolution): the prior's projection sees the whole grid
     # through its 4×4 scale, which a few 3×3 blocks at 16×16 cannot
     levels: int = 2
-
-
-class _Block(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, 1, 1)
-        self.conv2 = nn.Conv2d(c, c, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
 
 class LatentDenoiser(nn.Module):
@@ -51,11 +43,11 @@ class LatentDenoiser(nn.Module):
         if cfg.levels == 0:
             before, after = cfg.blocks, 0
         self.stem = nn.Conv2d(cfg.data_channels + cfg.n_conditions, w[0], 3, 1, 1)
-        self.down_blocks = nn.ModuleList(nn.Sequential(*[_Block(c) for _ in range(before)]) for c in w[:-1])
+        self.down_blocks = nn.ModuleList(nn.Sequential(*[PreActBlock(c) for _ in range(before)]) for c in w[:-1])
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, 2, 1) for a, b in zip(w, w[1:], strict=False))
-        self.middle = nn.Sequential(*[_Block(w[-1]) for _ in range(before)])
+        self.middle = nn.Sequential(*[PreActBlock(w[-1]) for _ in range(before)])
         self.ups = nn.ModuleList(nn.Conv2d(b, a, 3, 1, 1) for a, b in zip(w, w[1:], strict=False))
-        self.up_blocks = nn.ModuleList(nn.Sequential(*[_Block(c) for _ in range(after)]) for c in w[:-1])
+        self.up_blocks = nn.ModuleList(nn.Sequential(*[PreActBlock(c) for _ in range(after)]) for c in w[:-1])
         self.out = nn.Conv2d(w[0], cfg.data_channels, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

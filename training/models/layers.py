@@ -64,3 +64,16 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.skip(x) + self.body(x)
+
+
+class PreActBlock(nn.Module):
+    """x + conv(silu(conv(silu(x)))): a residual block without normalisation, for the small
+    fully convolutional refiners whose output starts at the identity."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, 1, 1)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))

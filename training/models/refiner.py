@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.models.critic import Critic, upsample_map
+from training.models.layers import PreActBlock
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,12 @@ REFINER_PRESETS = {
 }
 
 
-class Block(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, 1, 1)
-        self.conv2 = nn.Conv2d(c, c, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
-
-
 class Refiner(nn.Module):
     def __init__(self, cfg: RefinerConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.stem = nn.Conv2d(3, cfg.width, 3, 1, 1)
-        self.blocks = nn.Sequential(*[Block(cfg.width) for _ in range(cfg.blocks)])
+        self.blocks = nn.Sequential(*[PreActBlock(cfg.width) for _ in range(cfg.blocks)])
         self.out = nn.Conv2d(cfg.width, 3, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
