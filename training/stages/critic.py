@@ -124,6 +124,7 @@ def train_and_export(data: Path, conditions_csv: Path | None, generator_export: 
             denoiser, figures = train_denoiser(load_prior(prior), ae, reads, faces, generator.pool_conditions(pool, n, seed),
                                                cfg.denoiser, runs["denoiser"])
             timings["denoiser_s"] = time.perf_counter() - t_d
+            t = time.perf_counter()  # evaluate_s: the calibration and evaluation, as without a denoiser
             echo(f"latent denoiser ({cfg.denoiser.passes} prior projections): held-out MSE {figures['val_mse']:.4f} "
                  f"(grid left as it is: {figures['val_mse_identity']:.4f})")
         retoucher = ProjectionRetouch(critic_a, ae, cfg.projection, denoiser, reads).eval()
