@@ -67,11 +67,15 @@ def prior_projector(prior, ae, passes: int, gate: ProjectionRetouch | None = Non
     return project
 
 
-def load_critic_a(run: Path) -> Critic:
-    cfg = config_io.load(CriticTrainConfig, run / "critic_a" / "config.json")
-    critic = Critic(cfg.critic)
-    critic.load_state_dict(torch.load(run / "critic_a" / "state.pt", map_location="cpu", weights_only=False)["model"])
+def load_critic(folder: Path) -> Critic:
+    """A critic of a `facegen-train critic` run (its critic_a or critic_b folder), folded, eval mode."""
+    critic = Critic(config_io.load(CriticTrainConfig, folder / "config.json").critic)
+    critic.load_state_dict(torch.load(folder / "state.pt", map_location="cpu", weights_only=False)["model"])
     return critic.folded().eval()
+
+
+def load_critic_a(run: Path) -> Critic:
+    return load_critic(run / "critic_a")
 
 
 def gate_frontier(critic: Critic, autoencoder, j, drawn: np.ndarray, real: np.ndarray) -> None:

@@ -15,38 +15,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from retouch_ceiling import load_critic  # tests/perf/retouch_ceiling.py (the script's folder is on sys.path)
 
 from services.shared.sampling import DEFAULT_TEMPERATURE
 from training import config as config_io
 from training.eval_critic import share_inside_flagged
 from training.generated import OnnxGenerator
-from training.models.critic import Critic
 from training.models.latent_denoiser import LatentDenoiser
 from training.models.refiner import ProjectionConfig, ProjectionRetouch
 from training.quality import metrics
 from training.quality.benchmark import BenchmarkConfig, judges
 from training.quality.feature_net import features
 from training.train_attributes import load_trained
-from training.train_critic import CriticTrainConfig
 from training.train_latent_denoiser import DenoiserTrainConfig
 from training.two_stage import load_autoencoder
 
 GATES = ((0.9, 0.4), (0.8, 0.3), (0.8, 0.2), (0.75, 0.3), (0.75, 0.2), (0.7, 0.3))
 
 
-def _state(folder: Path) -> dict:
-    return torch.load(folder / "state.pt", map_location="cpu", weights_only=False)["model"]
-
-
-def load_critic(folder: Path) -> Critic:
-    critic = Critic(config_io.load(CriticTrainConfig, folder / "config.json").critic)
-    critic.load_state_dict(_state(folder))
-    return critic.folded().eval()
-
-
 def load_denoiser(folder: Path) -> LatentDenoiser:
     model = LatentDenoiser(config_io.load(DenoiserTrainConfig, folder / "config.json").model)
-    model.load_state_dict(_state(folder))
+    model.load_state_dict(torch.load(folder / "state.pt", map_location="cpu", weights_only=False)["model"])
     return model.eval().requires_grad_(False)
 
 
