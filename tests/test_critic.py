@@ -182,6 +182,14 @@ def test_the_distilled_denoiser_moves_grids_towards_the_priors_projection(faces,
     assert figures["val_mse"] < figures["val_mse_identity"]
     assert not model.training
 
+    # the finished run again: no further training, and only the held-out faces are projected
+    projected, project = [], prior.project
+    prior.project = lambda g, c, passes=1: projected.append(len(g)) or project(g, c, passes)
+    again, figures_again = train_denoiser(prior, ae, reads, images, conditions, cfg, RunFolder(tmp_path / "denoiser", cfg))
+    assert sum(projected) == int(len(images) * cfg.val_fraction)
+    assert figures_again == pytest.approx(figures)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True))
+
 
 def test_the_gate_calibration_keeps_the_change_where_the_map_flags(faces):
     """Asked for all of the change on generated faces inside the regions the critic flags, the

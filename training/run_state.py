@@ -73,6 +73,12 @@ class RunFolder:
             v.load_state_dict(payload[k])
         return int(payload["step"])
 
+    def saved_step(self) -> int:
+        """The step state.pt was saved after (0 without one): a run at its config's steps is finished."""
+        if not self.state_path.exists():
+            return 0
+        return int(torch.load(self.state_path, map_location="cpu", weights_only=False)["step"])
+
     def snapshot_path(self, step: int) -> Path:
         """Where the EMA weights after `step` steps are kept (snapshots/stepNNNNNN.pt: the quality
         curve reads them, `--snapshot` exports one)."""

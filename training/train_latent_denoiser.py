@@ -48,12 +48,9 @@ def distillation_set(prior, autoencoder, attributes, faces: np.ndarray, conditio
         x = torch.from_numpy(faces[i : i + batch]).float()
         c = torch.from_numpy(conditions[i : i + batch]).float()
         g = autoencoder.encode(x)
-        t = g
-        for _ in range(passes):
-            t = prior.project(t, c)
         grids.append(g)
         read.append(attributes(x))
-        targets.append(t)
+        targets.append(prior.project(g, c, passes))
     return torch.cat(grids), torch.cat(read), torch.cat(targets)
 
 
@@ -63,14 +60,18 @@ def train_denoiser(prior, autoencoder, attributes, faces: np.ndarray, conditions
     targets of the denoised grid and of the grid left as it is."""
     if cfg.passes < 1:
         raise ValueError("a denoiser stands in for at least one prior projection (passes ≥ 1)")
-    grids, read, targets = distillation_set(prior, autoencoder, attributes, faces, conditions, cfg.passes)
+    n_val = max(1, int(len(faces) * cfg.val_fraction)) if len(faces) > 1 else 0
+    train = slice(n_val, len(faces))
+    if train.stop - train.start < 1:
+        raise ValueError(f"the denoiser needs training faces (got {len(faces)})")
+    # a finished run trains no further: only its held-out figures need targets (the projections
+    # are most of the stage's time)
+    needed = n_val if n_val and run.saved_step() >= cfg.steps else len(faces)
+    grids, read, targets = distillation_set(prior, autoencoder, attributes, faces[:needed], conditions[:needed],
+                                            cfg.passes)
     if grids.shape[1] != cfg.model.data_channels:
         raise ValueError(f"the autoencoder's grid has {grids.shape[1]} channels; the denoiser is configured for "
                          f"{cfg.model.data_channels} (denoiser.model.data_channels)")
-    n_val = max(1, int(len(grids) * cfg.val_fraction)) if len(grids) > 1 else 0
-    train = slice(n_val, len(grids))
-    if train.stop - train.start < 1:
-        raise ValueError(f"the denoiser needs training faces (got {len(grids)})")
     torch.manual_seed(cfg.seed)
     model = LatentDenoiser(cfg.model)
 

@@ -57,9 +57,7 @@ def prior_projector(prior, ae, passes: int, gate: ProjectionRetouch | None = Non
         out = []
         for i in range(0, len(images), 250):
             x, c = torch.from_numpy(images[i : i + 250]).float(), torch.from_numpy(conditions[i : i + 250]).float()
-            g = ae.encode(x)
-            for _ in range(passes):
-                g = prior.project(g, c)
+            g = prior.project(ae.encode(x), c, passes)
             y = (ae.decode(g).permute(0, 2, 3, 1) + 1.0) * 127.5
             out.append(y if gate is None else gate.blend(x, gate.critic(x)[1], y))
         return torch.round(torch.cat(out).clamp(0, 255)).to(torch.uint8).numpy()

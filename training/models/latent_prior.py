@@ -87,11 +87,14 @@ class LatentPrior(nn.Module):
         h, _ = self.hier.top_down(conditions, None, noise, temperature)
         return self.head(h).chunk(2, dim=1)[0]
 
-    def project(self, grid: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+    def project(self, grid: torch.Tensor, conditions: torch.Tensor, passes: int = 1) -> torch.Tensor:
         """The grid's posterior-mean reconstruction: every group's latents at the posterior's mean,
-        decoded top-down to the grid's mean (what the retouch's latent denoiser learns to do)."""
-        h, _ = self.hier.top_down(conditions, self.encode(grid, conditions), None, posterior_mean=True)
-        return self.head(h).chunk(2, dim=1)[0]
+        decoded top-down to the grid's mean, `passes` times in a row (what the retouch's latent
+        denoiser learns to do)."""
+        for _ in range(passes):
+            h, _ = self.hier.top_down(conditions, self.encode(grid, conditions), None, posterior_mean=True)
+            grid = self.head(h).chunk(2, dim=1)[0]
+        return grid
 
     def posterior_noise(self, grid: torch.Tensor, conditions: torch.Tensor) -> list[torch.Tensor]:
         """Per group, the noise that redraws this grid's posterior-mean latents through `sample`
