@@ -43,8 +43,10 @@ class CriticTrainConfig:
     # largest whose retouch changes them by at most this much on average (0..255 units)
     real_change_max: float = 0.8
     # … and whose change on generated faces critic A never saw (critic B's) falls at least this much
-    # inside the regions A's map calls generated: the retouch repairs what the map points at
-    flagged_share_min: float = 0.7
+    # inside the regions A's map calls generated: the retouch repairs what the map points at. The
+    # issue asks 0.7 on other faces; 500 calibration faces put that share a point or so away from
+    # it on another thousand, hence the margin
+    flagged_share_min: float = 0.72
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     batch_size: int = 64  # critic batches: half real, half generated
     # region supervision, so the map points at what is wrong rather than at "generated" everywhere:
@@ -246,7 +248,7 @@ def train_refiner(critic: Critic, attributes: torch.nn.Module, real: np.ndarray,
     return refiner.eval()
 
 
-FLAG_CANDIDATES = tuple(round(1.2 - 0.05 * i, 2) for i in range(24))  # 1.2 … 0.05 (above 1: a ramp reaching into real)
+FLAG_CANDIDATES = tuple(round(1.2 - 0.025 * i, 3) for i in range(48))  # 1.2 … 0.025 (above 1: a ramp reaching into real)
 
 
 def calibrate_projection(retoucher: ProjectionRetouch, real: np.ndarray, max_change: float,

@@ -5,7 +5,7 @@ the regions critic A flags, on how many faces the independent critic B's realnes
 mean change on generated and on real faces (real set B). The issue's goals: FD −20 %, share ≥ 70 %,
 B's realness up on ≥ 80 %, real faces ≤ 1/255.
 
-  PYTHONPATH=. python tests/perf/retouch_gates.py [--run runs/critic_v12] [--n 1000]
+  PYTHONPATH=. python tests/perf/retouch_gates.py [--run runs/critic] [--n 1000]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from training.train_attributes import load_trained
 from training.train_latent_denoiser import DenoiserTrainConfig
 from training.two_stage import load_autoencoder
 
-GATES = ((0.9, 0.4), (0.8, 0.3), (0.8, 0.2), (0.75, 0.3), (0.75, 0.2), (0.7, 0.3))
+GATES = ((0.9, 0.4), (0.8, 0.3), (0.8, 0.2), (0.775, 0.3), (0.775, 0.25), (0.75, 0.3), (0.75, 0.2), (0.7, 0.3))
 
 
 def load_denoiser(folder: Path) -> LatentDenoiser:
@@ -41,7 +41,7 @@ def load_denoiser(folder: Path) -> LatentDenoiser:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", type=Path, default=Path("runs/critic_v12"), help="a `facegen-train critic` run folder")
+    ap.add_argument("--run", type=Path, default=Path("runs/critic"), help="a `facegen-train critic` run folder")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--generator", type=Path, default=Path("exports/generator/1"))
     ap.add_argument("--autoencoder", type=Path, default=Path("training/checkpoints/generator_v2/decoder"))
