@@ -44,8 +44,8 @@ class CriticTrainConfig:
     real_change_max: float = 0.8
     # … and whose change on generated faces critic A never saw (critic B's) falls at least this much
     # inside the regions A's map calls generated: the retouch repairs what the map points at. The
-    # issue asks 0.7 on other faces; 500 calibration faces put that share a point or so away from
-    # it on another thousand, hence the margin
+    # goal (0.7) holds on faces the calibration never saw, where the share lands a point or so away
+    # from its value on these 500: hence the margin
     flagged_share_min: float = 0.72
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     batch_size: int = 64  # critic batches: half real, half generated
