@@ -76,30 +76,43 @@ def load_critic_a(run: Path) -> Critic:
     return load_critic(run / "critic_a")
 
 
-def gate_frontier(critic: Critic, autoencoder, j, drawn: np.ndarray, real: np.ndarray) -> None:
-    whole = ProjectionRetouch(critic, autoencoder, ProjectionConfig())
+def gate_frontier(retoucher: ProjectionRetouch, j, drawn: np.ndarray, real: np.ndarray,
+                  gates=GATES, judge: Critic | None = None) -> None:
+    """For each (flag_below, ramp): the retoucher's projection blended in through that gate of its
+    critic's map (as the exported graph blends it), printed as FD (change), the share of the change
+    where the critic flags, with `judge` (an independent critic) on how many faces its realness
+    rose, and the mean change on generated and on real faces."""
+    def per_batch(fn, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fn(x[i : i + 250]) for i in range(0, len(x), 250)])
 
     @torch.no_grad()
-    def maps_and_projection(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def prepared(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(images).float()
-        maps = torch.cat([critic(x[i : i + 250])[1] for i in range(0, len(x), 250)])
-        return x, maps, torch.from_numpy(projector(whole)(images)).float()
+        return x, per_batch(lambda v: retoucher.critic(v)[1], x), per_batch(retoucher.project, x)
 
-    sets = {"generated": maps_and_projection(drawn), "real": maps_and_projection(real)}
-    maps = sets["generated"][1]
+    generated, real_set = prepared(drawn), prepared(real)
+    maps = generated[1]
     fd0 = metrics.frechet_distance(j.f_a, features(j.net, drawn))
-    print(f"\ncritic A realness: generated {float(maps.mean()):.2f}, real {float(sets['real'][1].mean()):.2f}; "
-          f"{float((maps < 0.5).float().mean()):.0%} of generated regions under 0.5")
-    print("| gate (flag_below, ramp) | FD change | share of the change where A flags | mean change, generated / real (/255) |")
-    print("|---|---|---|---|")
-    for flag, ramp in GATES:
-        gated = ProjectionRetouch(critic, autoencoder, ProjectionConfig(flag_below=flag, ramp=ramp))
-        change = {k: torch.round(gated.blend(*v)) - v[0] for k, v in sets.items()}
-        out = (sets["generated"][0] + change["generated"]).to(torch.uint8).numpy()
-        fd = metrics.frechet_distance(j.f_a, features(j.net, out))
-        share = share_inside_flagged(maps, change["generated"])
-        print(f"| {flag:g}, {ramp:g} | {100 * (fd / fd0 - 1):+.1f} % | {share:.0%} | "
-              f"{float(change['generated'].abs().mean()):.2f} / {float(change['real'].abs().mean()):.2f} |", flush=True)
+    print(f"\n{len(drawn)} faces, FD as drawn {fd0:.1f}; critic A realness: generated {float(maps.mean()):.2f}, "
+          f"real {float(real_set[1].mean()):.2f}; {float((maps < 0.5).float().mean()):.0%} of generated regions under 0.5")
+    with torch.no_grad():
+        before = None if judge is None else per_batch(lambda v: judge(v)[0], generated[0])
+    if before is not None:
+        print(f"the independent critic's realness as drawn {float(before.mean()):.3f}")
+    print("| gate (flag_below, ramp) | FD (change) | change where A flags | "
+          + ("" if judge is None else "B's realness rose (mean after) | ") + "mean change, generated / real (/255) |")
+    print("|---|---|---|" + ("" if judge is None else "---|") + "---|")
+    for flag, ramp in gates:
+        gated = retoucher.with_config(ProjectionConfig(flag_below=flag, ramp=ramp, iterations=retoucher.cfg.iterations))
+        with torch.no_grad():
+            out, out_real = torch.round(gated.blend(*generated)), torch.round(gated.blend(*real_set))
+            after = None if judge is None else per_batch(lambda v: judge(v)[0], out)
+        fd = metrics.frechet_distance(j.f_a, features(j.net, out.to(torch.uint8).numpy()))
+        share = share_inside_flagged(maps, out - generated[0])
+        rose = "" if after is None else f"{float((after > before).float().mean()):.1%} ({float(after.mean()):.3f}) | "
+        print(f"| {flag:g}, {ramp:g} | {fd:.1f} ({100 * (fd / fd0 - 1):+.1f} %) | {share:.1%} | {rose}"
+              f"{float((out - generated[0]).abs().mean()):.2f} / {float((out_real - real_set[0]).abs().mean()):.2f} |",
+              flush=True)
 
 
 def main() -> None:
@@ -159,7 +172,8 @@ def main() -> None:
         print(f"| {name} | {s['fd']:.1f} ({100 * (s['fd'] / base - 1):+.0f} %) | {s['precision']:.3f} / {s['recall']:.3f} "
               f"| {s['haar']:.3f} | {s['judge_mae_max']:.3f} | {change:.2f} |", flush=True)
     if args.critic_run is not None:
-        gate_frontier(load_critic_a(args.critic_run), ae, j, drawn, j.b.images[:500])
+        gate_frontier(ProjectionRetouch(load_critic_a(args.critic_run), ae, ProjectionConfig()).eval(), j, drawn,
+                      j.b.images[:500])
 
 
 if __name__ == "__main__":

@@ -15,17 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from retouch_ceiling import load_critic  # tests/perf/retouch_ceiling.py (the script's folder is on sys.path)
+from retouch_ceiling import gate_frontier, load_critic  # tests/perf/retouch_ceiling.py (the script's folder is on sys.path)
 
 from services.shared.sampling import DEFAULT_TEMPERATURE
 from training import config as config_io
-from training.eval_critic import share_inside_flagged
 from training.generated import OnnxGenerator
 from training.models.latent_denoiser import LatentDenoiser
 from training.models.refiner import ProjectionConfig, ProjectionRetouch
-from training.quality import metrics
 from training.quality.benchmark import BenchmarkConfig, judges
-from training.quality.feature_net import features
 from training.train_attributes import load_trained
 from training.train_latent_denoiser import DenoiserTrainConfig
 from training.two_stage import load_autoencoder
@@ -56,37 +53,10 @@ def main() -> None:
     cfg = BenchmarkConfig(n=args.n, temperatures=(DEFAULT_TEMPERATURE,))
     j = judges(args.data, args.judge, cfg, log=lambda *_: None)
     drawn = OnnxGenerator(args.generator)(j.a.conditions, DEFAULT_TEMPERATURE, np.arange(cfg.seed, cfg.seed + cfg.n))
-
-    def per_batch(fn, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([fn(x[i : i + 250]) for i in range(0, len(x), 250)])
-
-    @torch.no_grad()
-    def prepared(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(images).float()
-        return x, per_batch(lambda v: a(v)[1], x), per_batch(retoucher.project, x)
-
-    generated, real = prepared(drawn), prepared(j.b.images[: args.n // 2])
-    with torch.no_grad():
-        b_before = per_batch(lambda v: b(v)[0], generated[0])
-    fd0 = metrics.frechet_distance(j.f_a, features(j.net, drawn))
     refs = j.references
-    print(f"{args.n} faces at T = {DEFAULT_TEMPERATURE}, FD as drawn {fd0:.1f} (two real sets {refs['fd_real_real']:.1f}, "
-          f"real vs blurred {refs['fd_real_blurred']:.1f}); critic B's realness {float(b_before.mean()):.3f}")
-    print("| gate (flag_below, ramp) | FD (change) | change where A flags | B's realness rose (mean after) "
-          "| mean change, generated / real (/255) |")
-    print("|---|---|---|---|---|")
-    for flag, ramp in GATES:
-        gated = retoucher.with_config(ProjectionConfig(flag_below=flag, ramp=ramp))
-        with torch.no_grad():
-            out, out_real = torch.round(gated.blend(*generated)), torch.round(gated.blend(*real))
-            b_after = per_batch(lambda v: b(v)[0], out)
-        fd = metrics.frechet_distance(j.f_a, features(j.net, out.to(torch.uint8).numpy()))
-        share = share_inside_flagged(generated[1], out - generated[0])
-        print(f"| {flag:g}, {ramp:g} | {fd:.1f} ({100 * (fd / fd0 - 1):+.1f} %) | {share:.1%} "
-              f"| {float((b_after > b_before).float().mean()):.1%} ({float(b_after.mean()):.3f}) "
-              f"| {float((out - generated[0]).abs().mean()):.2f} / {float((out_real - real[0]).abs().mean()):.2f} |",
-              flush=True)
-
+    print(f"{args.n} faces at T = {DEFAULT_TEMPERATURE} (references: two real sets {refs['fd_real_real']:.1f}, "
+          f"real vs blurred {refs['fd_real_blurred']:.1f})")
+    gate_frontier(retoucher, j, drawn, j.b.images[: args.n // 2], GATES, judge=b)
 
 if __name__ == "__main__":
     main()
