@@ -1,5 +1,6 @@
 """`facegen-train all`: the whole chain on a small procedural set with the tiny presets; a
-second run skips every stage, a changed stage config reruns that stage (and what follows) only."""
+second run skips every stage, a changed stage config reruns that stage (and what follows) only,
+an interrupted stage resumes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from click.testing import CliRunner
 
 from training.cli import main
+from training.stages.generator_recipe import RECIPE
 
 MODELS = ("filter", "attributes", "generator", "encoder", "critic", "refiner")
 
@@ -44,6 +46,24 @@ def test_chain_runs_every_stage_then_skips_what_is_up_to_date(tmp_path):
     assert status["critic"] == "ran" and all(status[s] == "up to date" for s in upstream)
     assert (tmp_path / "exports" / "refiner" / "1" / "model.onnx").stat().st_mtime_ns != mtimes["refiner"]
     assert (tmp_path / "exports" / "generator" / "1" / "model.onnx").stat().st_mtime_ns == mtimes["generator"]
+
+    # the generator's recipe stopped inside its last prior fine-tune: the rerun resumes it, keeps the
+    # steps that had finished, exports again and reruns what reads the export
+    runs, stamps = tmp_path / "runs", tmp_path / "runs" / "all"
+    assert {p.name for p in runs.iterdir()} >= {s.name for s in RECIPE}
+    (stamps / "generator.started").write_text(json.loads((stamps / "generator.json").read_text())["key"])
+    (stamps / "generator.json").unlink()
+    (runs / "prior_anchor4" / "metrics.json").unlink()
+    kept = {s.name: (runs / s.name / "state.pt").stat().st_mtime_ns for s in RECIPE if s.name != "prior_anchor4"}
+    kept.pop(RECIPE[-1].name)  # the last step always runs again: it exports
+    resumed = _all(tmp_path)
+    status = _status(resumed.output)
+    assert "== generator (resuming)" in resumed.output and status["generator"] == status["critic"] == "ran"
+    assert all(f"-- {name}: finished" in resumed.output for name in kept)
+    assert kept == {name: (runs / name / "state.pt").stat().st_mtime_ns for name in kept}
+    assert (runs / "prior_anchor4" / "metrics.json").exists() and not (stamps / "generator.started").exists()
+    assert set(json.loads((stamps / "generator.json").read_text())["step_seconds"]) == {"prior_anchor4", RECIPE[-1].name}
+    assert (tmp_path / "exports" / "generator" / "1" / "model.onnx").stat().st_mtime_ns != mtimes["generator"]
 
 
 def test_bad_overrides_are_refused_clearly(tmp_path):

@@ -4,9 +4,12 @@
 
 A stage is up to date when its stamp (runs/all/<stage>.json) holds the hash of its inputs
 (the dataset listing, the files it reads, the exports it uses) and its config (preset +
-overrides), and its outputs exist. A stale stage starts from an empty run folder, so changed
-data never resumes an old run. Each stage writes its export under --exports (the shipped ones by
-default: exports/<model>/1), and the stamp records how long it took.
+overrides), and its outputs exist. A stale stage starts from empty run folders, so changed data
+never resumes an old run; a stage that was interrupted (its start stamp, runs/all/<stage>.started,
+holds the same hash) resumes where it stopped. The generator stage is the whole recipe of
+stages/generator_recipe.py (stage 2's runs and fine-tunes, then stage 3). Each stage writes its
+export under --exports (the shipped ones by default: exports/<model>/1), and the stamp records how
+long it took.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ class Stage:
     name: str
     reads: Callable[[], list[Path]]  # files whose bytes are part of the stage's key
     writes: Callable[[], list[Path]]
-    run: Callable[[], None]
-    run_dir: Path | None = None  # emptied when the stage is stale
+    run: Callable[[], object]
+    run_dirs: tuple[Path, ...] = ()  # emptied when the stage is stale
     uses_dataset: bool = True
+    stamp: Callable[[object], dict] = lambda result: {}  # what of run()'s result the stamp keeps
 
 
 def dataset_fingerprint(root: Path) -> str:
@@ -77,32 +81,39 @@ def stage_overrides(overrides: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option("--preset", type=click.Choice(["tiny", "default"]), default="default", show_default=True,
               help="every stage's preset")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE",
-              help="override one stage's config, e.g. generator.steps=2500 (repeatable)")
+              help="override one stage's config, e.g. critic.steps=2500 (repeatable); generator.KEY=VALUE reaches "
+                   "every stage-2 step of the generator's recipe, decoder.KEY=VALUE its stage 3")
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--exports", type=click.Path(file_okay=False, path_type=Path), default=Path("exports"), show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="selection: P(female) ≥")
 @click.option("--force", multiple=True, help="rerun this stage (and everything after it) even when up to date")
 def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -> None:
     """Run the whole training chain; regenerate every export; skip up-to-date stages."""
-    from training import train_attributes, train_autoencoder, train_critic, train_filter, train_latent_prior
-    from training.stages import StageError, attributes, configure, critic, generator
+    from training import train_attributes, train_autoencoder, train_critic, train_filter
+    from training.stages import StageError, attributes, configure, critic, generator, generator_recipe
     from training.stages import data as data_stages
     from training.stages import filter as filter_stage
 
     per_stage = stage_overrides(overrides)
-    unknown = set(per_stage) - {"synth", "filter", "attributes", "autoencoder", "generator", "critic"}
+    unknown = set(per_stage) - {"synth", "filter", "attributes", "autoencoder", "generator", "decoder", "critic"}
     if unknown:
         raise click.BadParameter(f"no stage named {', '.join(sorted(unknown))}", param_hint="--set")
     # every stage's config is read before the first one runs: a mistyped key fails now, not hours in
     presets = {"filter": train_filter.TRAIN_PRESETS, "attributes": train_attributes.TRAIN_PRESETS,
-               "autoencoder": train_autoencoder.TRAIN_PRESETS, "generator": train_latent_prior.TRAIN_PRESETS,
-               "critic": train_critic.TRAIN_PRESETS}
+               "autoencoder": train_autoencoder.TRAIN_PRESETS, "critic": train_critic.TRAIN_PRESETS}
     cfg = {}
     for name, stage_presets in presets.items():
         try:
             cfg[name] = configure(stage_presets, preset, per_stage.get(name, []))
         except StageError as exc:
             raise click.BadParameter(f"{name}: {exc}", param_hint="--set") from None
+    prior_set, decoder_set = per_stage.get("generator", []), per_stage.get("decoder", [])
+    try:
+        generator_recipe.step_configs(preset, prior_set, decoder_set)
+    except StageError as exc:
+        raise click.BadParameter(f"generator: {exc}", param_hint="--set") from None
+    recipe_dirs = tuple(runs / s.name for s in generator_recipe.RECIPE)
+    decoder_run, prior_run = (runs / generator_recipe.last(kind) for kind in ("decoder", "prior"))
     ex = {m: exports / m / "1" for m in ("filter", "attributes", "generator", "encoder", "critic", "refiner")}
     sel, cond = data / "selection.csv", data / "conditions.csv"
     echo = click.echo
@@ -110,31 +121,31 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
     stages = [
         Stage("filter", lambda: [], lambda: [ex["filter"]],
               lambda: filter_stage.train_filter(data, cfg["filter"], runs / "filter", ex["filter"], echo=echo),
-              runs / "filter"),
+              (runs / "filter",)),
         Stage("select", lambda: [ex["filter"]], lambda: [sel],
               lambda: data_stages.select(data, ex["filter"], threshold, sel, echo=echo)),
         Stage("attributes", lambda: [], lambda: [ex["attributes"]],
               lambda: attributes.train_attributes(data, cfg["attributes"], runs / "attributes",
                                                   export_dir=ex["attributes"], echo=echo),
-              runs / "attributes"),
+              (runs / "attributes",)),
         Stage("label", lambda: [ex["attributes"], sel], lambda: [cond],
               lambda: data_stages.label(data, ex["attributes"], sel, cond, echo=echo)),
         Stage("autoencoder", lambda: [cond], lambda: [runs / "autoencoder" / "model.pt"],
               lambda: generator.train_autoencoder(data, cfg["autoencoder"], runs / "autoencoder", cond, echo=echo),
-              runs / "autoencoder"),
-        Stage("generator", lambda: [cond, ex["attributes"], runs / "autoencoder" / "model.pt"],
+              (runs / "autoencoder",)),
+        Stage("generator", lambda: [cond, ex["attributes"], runs / "attributes" / "model.pt",
+                                    runs / "autoencoder" / "model.pt"],
               lambda: [ex["generator"], ex["encoder"]],
-              lambda: generator.train_prior(data, cfg["generator"], runs / "generator", runs / "autoencoder", cond,
-                                            ex["attributes"], runs / "attributes", ex["generator"], ex["encoder"],
-                                            echo=echo),
-              runs / "generator"),
+              lambda: generator_recipe.run_recipe(data, preset, runs, cond, ex["attributes"], runs / "attributes",
+                                                  ex["generator"], prior_set, decoder_set, echo=echo),
+              recipe_dirs, stamp=lambda seconds: {"step_seconds": seconds}),
         Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt",
-                                 runs / "autoencoder" / "model.pt", runs / "generator" / "config.json"],
+                                 decoder_run / "model.pt", prior_run / "config.json"],
               lambda: [ex["critic"], ex["refiner"]],
               lambda: critic.train_and_export(data, cond, ex["generator"], runs / "attributes", ex["attributes"],
                                               cfg["critic"], runs / "critic", ex["critic"], ex["refiner"], echo=echo,
-                                              autoencoder=runs / "autoencoder", prior=runs / "generator"),
-              runs / "critic"),
+                                              autoencoder=decoder_run, prior=prior_run),
+              (runs / "critic",)),
     ]
     if synth_n is not None and not (data / "synth_config.json").exists():
         synth_cfg, workers = _synth_config(synth_n, per_stage.get("synth", []))
@@ -151,10 +162,10 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
     rerun_rest = False
     summary = []
     for stage in stages:
-        config = {"preset": preset, "overrides": per_stage.get(stage.name, []),
-                  "threshold": threshold if stage.name == "select" else None}
+        overrides_of = per_stage.get(stage.name, []) + (decoder_set if stage.name == "generator" else [])
+        config = {"preset": preset, "overrides": overrides_of, "threshold": threshold if stage.name == "select" else None}
         key = stage_key(stage, config, dataset)
-        stamp_path = stamps / f"{stage.name}.json"
+        stamp_path, started_path = stamps / f"{stage.name}.json", stamps / f"{stage.name}.started"
         stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
         fresh = stamp.get("key") == key and all(p.exists() for p in stage.writes())
         if fresh and not rerun_rest and stage.name not in force:
@@ -162,15 +173,22 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
             summary.append((stage.name, "up to date", stamp.get("seconds")))
             continue
         rerun_rest = True  # later stages read what this one writes
-        click.echo(f"== {stage.name}")
-        if stage.run_dir is not None and stage.run_dir.exists():
-            shutil.rmtree(stage.run_dir)
+        # the same inputs and config as a start that did not finish: its run folders resume
+        resume = started_path.exists() and started_path.read_text().strip() == key and stage.name not in force
+        click.echo(f"== {stage.name}" + (" (resuming)" if resume else ""))
+        if not resume:
+            for run_dir in stage.run_dirs:
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+        started_path.write_text(key + "\n")
         t0 = time.perf_counter()
-        stage.run()
+        result = stage.run()
         seconds = time.perf_counter() - t0
         # the key after running: a stage's own outputs may be another stage's inputs, never its own
         stamp_path.write_text(json.dumps({"key": stage_key(stage, config, dataset), "seconds": round(seconds, 1),
-                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **stage.stamp(result)},
+                                         indent=2) + "\n")
+        started_path.unlink()
         summary.append((stage.name, "ran", seconds))
     click.echo("\nstage        status       seconds")
     for name, status, seconds in summary:
