@@ -183,15 +183,17 @@ def test_the_anchor_holds_the_prior_to_its_start_except_the_feature_band():
 
 
 def test_decoder_adaptation_exports_a_chosen_snapshot(two_stage, synth_root, tmp_path):
-    """--snapshot N uses the EMA weights saved at step N, not the last ones."""
+    """--snapshot N uses the EMA weights saved at step N, not the last ones (and exports them)."""
     out = tmp_path / "decoder"
     args = ["decoder", "--data", str(synth_root), "--conditions", str(two_stage / "conditions.csv"),
             "--autoencoder", str(two_stage / "runs" / "autoencoder"), "--prior", str(two_stage / "runs" / "generator"),
             "--preset", "tiny", "--set", "snapshot_every=10", "--out", str(out)]
     assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
     last = load_autoencoder(out).state_dict()
-    res = CliRunner().invoke(main, [*args, "--snapshot", "10"], catch_exceptions=False)
+    trial = tmp_path / "trial"  # an export outside exports/generator/<version>: its encoder goes beside it
+    res = CliRunner().invoke(main, [*args, "--snapshot", "10", "--export", str(trial)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    assert (tmp_path / "trial_encoder" / "model.onnx").exists() and not (tmp_path.parent / "encoder").exists()
     chosen, snap = load_autoencoder(out).state_dict(), torch.load(out / "snapshots" / "step000010.pt")
     assert all(torch.equal(chosen[k], snap[k]) for k in snap)
     assert any(not torch.equal(chosen[k], last[k]) for k in snap if k.startswith("decoder."))

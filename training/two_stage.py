@@ -47,8 +47,8 @@ def load_prior(run_dir: Path, seed: int = 0):
 
 
 def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | None, card: dict, echo=print) -> None:
-    """Export the sampler (prior + decoder) to `export_dir` and the encoder beside it (default
-    exports/encoder/<same version>)."""
+    """Export the sampler (prior + decoder) to `export_dir` and the encoder beside it (default:
+    exports/encoder/<same version> for exports/generator/<version>, else <export_dir>_encoder)."""
     from training.export import export_model
     from training.models.latent_prior import Encoder, TwoStageSampler
     from training.train_generator import export_spec
@@ -60,7 +60,12 @@ def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | N
     spec = export_spec(sampler, version=export_dir.name, image_size=size, sampling=SAMPLING_TWO_STAGE)
     written = export_model(sampler, spec, export_dir, card)
     echo(f"exported the sampler to {export_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
-    encoder_dir = encoder_dir or export_dir.parent.parent / "encoder" / export_dir.name
+    if encoder_dir is None:
+        # outside the exports/<model>/<version> layout (a trial export under runs/, say) the
+        # layout's rule would land the encoder in an unrelated folder two levels up
+        in_layout = export_dir.parent.name == "generator"
+        encoder_dir = (export_dir.parent.parent / "encoder" / export_dir.name if in_layout
+                       else export_dir.with_name(export_dir.name + "_encoder"))
     written = export_model(Encoder(prior, autoencoder).eval(), encoder_spec(sampler, size, encoder_dir.name),
                            encoder_dir, {**card, "sampler": str(export_dir)})
     echo(f"exported the encoder to {encoder_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
