@@ -80,8 +80,9 @@ def last(stage: str, recipe: Sequence[RecipeStep] = RECIPE) -> str:
 def step_configs(preset: str, prior_overrides: Sequence[str] = (), decoder_overrides: Sequence[str] = (),
                  recipe: Sequence[RecipeStep] = RECIPE) -> dict[str, object]:
     """Every step's typed config, built before the first step runs (a mistyped key fails now):
-    the preset, the step's settings (and its schedule at the default preset), its inputs, then
-    the user's overrides (`generator.KEY=VALUE` for the prior steps, `decoder.KEY=VALUE` for stage 3)."""
+    the preset, the step's settings (and its schedule at the default preset), then the user's
+    overrides (`generator.KEY=VALUE` for the prior steps, `decoder.KEY=VALUE` for stage 3). The
+    runs a step reads (init_from, anchor_from, the decoder's autoencoder and prior) are set when it runs."""
     from training.train_autoencoder import ADAPT_PRESETS
     from training.train_latent_prior import TRAIN_PRESETS
 
