@@ -34,6 +34,7 @@ class Stage:
     writes: Callable[[], list[Path]]
     run: Callable[[], object]
     run_dirs: tuple[Path, ...] = ()  # emptied when the stage is stale
+    overrides: tuple[str, ...] = ()  # its `--set`s (KEY=VALUE): part of its key
     uses_dataset: bool = True
     stamp: Callable[[object], dict] = lambda result: {}  # what of run()'s result the stamp keeps
 
@@ -114,6 +115,9 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
         raise click.BadParameter(f"generator: {exc}", param_hint="--set") from None
     recipe_dirs = tuple(runs / s.name for s in generator_recipe.RECIPE)
     decoder_run, prior_run = (runs / generator_recipe.last(kind) for kind in ("decoder", "prior"))
+    def own(name: str) -> tuple[str, ...]:
+        return tuple(per_stage.get(name, []))
+
     ex = {m: exports / m / "1" for m in ("filter", "attributes", "generator", "encoder", "critic", "refiner")}
     sel, cond = data / "selection.csv", data / "conditions.csv"
     echo = click.echo
@@ -121,31 +125,33 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
     stages = [
         Stage("filter", lambda: [], lambda: [ex["filter"]],
               lambda: filter_stage.train_filter(data, cfg["filter"], runs / "filter", ex["filter"], echo=echo),
-              (runs / "filter",)),
+              (runs / "filter",), own("filter")),
         Stage("select", lambda: [ex["filter"]], lambda: [sel],
               lambda: data_stages.select(data, ex["filter"], threshold, sel, echo=echo)),
         Stage("attributes", lambda: [], lambda: [ex["attributes"]],
               lambda: attributes.train_attributes(data, cfg["attributes"], runs / "attributes",
                                                   export_dir=ex["attributes"], echo=echo),
-              (runs / "attributes",)),
+              (runs / "attributes",), own("attributes")),
         Stage("label", lambda: [ex["attributes"], sel], lambda: [cond],
               lambda: data_stages.label(data, ex["attributes"], sel, cond, echo=echo)),
         Stage("autoencoder", lambda: [cond], lambda: [runs / "autoencoder" / "model.pt"],
               lambda: generator.train_autoencoder(data, cfg["autoencoder"], runs / "autoencoder", cond, echo=echo),
-              (runs / "autoencoder",)),
+              (runs / "autoencoder",), own("autoencoder")),
         Stage("generator", lambda: [cond, ex["attributes"], runs / "attributes" / "model.pt",
                                     runs / "autoencoder" / "model.pt"],
               lambda: [ex["generator"], ex["encoder"]],
               lambda: generator_recipe.run_recipe(data, preset, runs, cond, ex["attributes"], runs / "attributes",
                                                   ex["generator"], prior_set, decoder_set, echo=echo),
-              recipe_dirs, stamp=lambda seconds: {"step_seconds": seconds}),
+              # stage 3's settings keep their prefix: generator.steps=5 and decoder.steps=5 are not one key
+              recipe_dirs, (*prior_set, *(f"decoder.{o}" for o in decoder_set)),
+              stamp=lambda seconds: {"step_seconds": seconds}),
         Stage("critic", lambda: [cond, ex["generator"], ex["attributes"], runs / "attributes" / "model.pt",
                                  decoder_run / "model.pt", prior_run / "config.json"],
               lambda: [ex["critic"], ex["refiner"]],
               lambda: critic.train_and_export(data, cond, ex["generator"], runs / "attributes", ex["attributes"],
                                               cfg["critic"], runs / "critic", ex["critic"], ex["refiner"], echo=echo,
                                               autoencoder=decoder_run, prior=prior_run),
-              (runs / "critic",)),
+              (runs / "critic",), own("critic")),
     ]
     if synth_n is not None and not (data / "synth_config.json").exists():
         synth_cfg, workers = _synth_config(synth_n, per_stage.get("synth", []))
@@ -162,8 +168,8 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
     rerun_rest = False
     summary = []
     for stage in stages:
-        overrides_of = per_stage.get(stage.name, []) + (decoder_set if stage.name == "generator" else [])
-        config = {"preset": preset, "overrides": overrides_of, "threshold": threshold if stage.name == "select" else None}
+        config = {"preset": preset, "overrides": list(stage.overrides),
+                  "threshold": threshold if stage.name == "select" else None}
         key = stage_key(stage, config, dataset)
         stamp_path, started_path = stamps / f"{stage.name}.json", stamps / f"{stage.name}.started"
         stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from training.stages import Echo, StageError, configure, print_echo
+from training.stages import Echo, configure, print_echo
 
 STAGE_1 = "autoencoder"  # stage 1's run folder under runs/, where the decoder steps start from
 
@@ -56,15 +56,14 @@ RECIPE: tuple[RecipeStep, ...] = (
 
 
 def _validate(recipe: Sequence[RecipeStep]) -> None:
-    seen: dict[str, RecipeStep] = {}
+    seen: set[str] = set()
     for step in recipe:
-        refs = [step.start, step.anchor, step.prior]
-        for ref in filter(None, refs):
+        for ref in filter(None, (step.start, step.anchor, step.prior)):
             if ref != STAGE_1 and ref not in seen:
                 raise ValueError(f"recipe step {step.name!r} reads {ref!r}, which no earlier step writes")
         if step.stage == "decoder" and not (step.start and step.prior):
             raise ValueError(f"recipe step {step.name!r}: a decoder step needs the autoencoder it starts from and a prior")
-        seen[step.name] = step
+        seen.add(step.name)
     if not recipe or recipe[-1].stage != "decoder":
         raise ValueError("the recipe ends with a decoder step: it exports the sampler and the encoder")
 
@@ -117,9 +116,6 @@ def run_recipe(data: Path, preset: str, runs: Path, conditions_csv: Path | None,
     from training.stages.generator import adapt_decoder, train_prior
 
     cfgs = step_configs(preset, prior_overrides, decoder_overrides, recipe)
-    if not (runs / STAGE_1 / "model.pt").exists():
-        raise StageError(f"{runs / STAGE_1}/model.pt not found: the generator's recipe starts from stage 1 "
-                         "(`facegen-train autoencoder`)")
     seconds = {}
     for i, step in enumerate(recipe):
         out, cfg, final = runs / step.name, cfgs[step.name], i == len(recipe) - 1
