@@ -136,6 +136,17 @@ def test_decoder_adaptation_keeps_the_encoder_and_sharpens_only_the_decoder(two_
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     faces = OnnxGenerator(export)(np.full((2, 5), 0.5, np.float32), 0.8, np.arange(2))
     assert faces.shape == (2, 64, 64, 3) and (tmp_path / "exports" / "encoder" / "1" / "model.onnx").exists()
+    # steps=0 exports a committed decoder as it is, and its card still says how that decoder was trained
+    again = tmp_path / "again"
+    res = CliRunner().invoke(main, ["decoder", "--data", str(synth_root), "--conditions", str(two_stage / "conditions.csv"),
+                                    "--autoencoder", str(out), "--prior", str(two_stage / "runs" / "generator"),
+                                    "--preset", "tiny", "--set", "steps=0", "--out", str(tmp_path / "no_training"),
+                                    "--export", str(again)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    card = json.loads((again / "card.json").read_text())
+    assert card["decoder_config"] == json.loads((out / "config.json").read_text())
+    assert card["decoder_config"]["steps"] == 20
+    assert np.array_equal(OnnxGenerator(again)(np.full((2, 5), 0.5, np.float32), 0.8, np.arange(2)), faces)
 
 
 def test_decoder_adaptation_needs_a_trained_prior(two_stage, synth_root, tmp_path):

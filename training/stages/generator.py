@@ -169,7 +169,9 @@ def adapt_decoder(data: Path, cfg, out: Path, autoencoder_run: Path, prior_run: 
     run.close()
     echo(json.dumps(report, indent=2))
     if export_dir is not None:
+        # steps=0 exports a committed decoder as it is: its card keeps how that decoder was trained
+        trained_as = config_io.to_dict(cfg) if cfg.steps else json.loads((autoencoder_run / "config.json").read_text())
         card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
-                "prior_run": str(prior_run), "decoder_config": config_io.to_dict(cfg), "metrics": report}
+                "prior_run": str(prior_run), "decoder_config": trained_as, "metrics": report}
         export_two_stage(prior, model, export_dir, None, card, echo=echo)
     return report
