@@ -179,8 +179,8 @@ def test_undecodable_protobuf_is_invalid_argument_on_every_method(stack):
 
 def test_a_model_service_killed_under_load_fails_fast_and_the_pipeline_recovers(stack):
     """Chaos: the attributes service is killed while requests flow; the pipeline answers
-    UNAVAILABLE naming it within a second (no request waits into its deadline), and answers
-    normally again once the service is back."""
+    UNAVAILABLE naming it within a second (no request waits into its deadline: once the channel
+    has failed, before drawing any face), and answers normally again once the service is back."""
     import concurrent.futures
 
     stub = rpc.GenerationServiceStub(grpc.insecure_channel(stack["pipeline"].grpc_target))

@@ -170,6 +170,8 @@ class Pipeline:
             return None
 
     async def chain(self, spec: GenerateSpec, candidates: range, deadline: float, degraded: set[str]) -> list[Face]:
+        # with allow_partial a down checker only leaves its figures out, so only the sampler must answer
+        self.up.check_reachable(["sampler"] if spec.allow_partial else ["sampler", "critic", "attributes", "filter"])
         requested = requested_conditions(spec, candidates)
         images = await self.up.sample(requested, list(CONDITIONS), spec.temperature, spec.seed + candidates.start,
                                       self._left(deadline))

@@ -86,6 +86,14 @@ class Upstreams:
         for ch in self.channels.values():
             await ch.close()
 
+    def check_reachable(self, services: list[str]) -> None:
+        """Refuse at once when a service's channel is failing to connect (its last connection
+        attempt was refused or reset): a call to it would fail the same way, but only after the
+        candidates were drawn and retouched — work a loaded pipeline would queue behind."""
+        for name in services:
+            if self.channels[name].get_state(try_to_connect=False) == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                raise UpstreamUnavailable(name, f"cannot connect to {self.targets[name]} (retry shortly)")
+
     def _late(self, service: str) -> TimeoutError:
         return TimeoutError(f"the request ran out of time waiting for the {service} service ({self.targets[service]})")
 
