@@ -7,6 +7,12 @@ The x axis is wall time since stage 1 started (stage 1's time, then each later r
   PYTHONPATH=. python tests/perf/quality_curve.py --run runs/generator [--run runs/prior_anchor ...] \
       [--decoder runs/decoder ...] --autoencoder runs/autoencoder --n 500 [--reuse OLD.json] \
       --out training/assets/generator_quality_curve.png
+
+A run trained on after its folder is gone (a compact checkpoint, exported) extends an earlier
+curve by one point, the export's, drawn as the sampler service draws it:
+
+  PYTHONPATH=. python tests/perf/quality_curve.py --extend OLD.json --export exports/generator/1 \
+      --label NAME --minutes-after M [--stage1-minutes S] --n 300 --out training/assets/generator_quality_curve.png
 """
 
 from __future__ import annotations
@@ -54,7 +60,18 @@ def main() -> None:
     ap.add_argument("--reuse", type=Path, default=None,
                     help="an earlier curve's JSON (same n, data, judge): its points of these runs are kept, not redrawn")
     ap.add_argument("--out", type=Path, default=Path("training/assets/generator_quality_curve.png"))
+    ap.add_argument("--extend", type=Path, default=None,
+                    help="an earlier curve's JSON: keep its points and add --export's after them")
+    ap.add_argument("--export", type=Path, default=None, help="with --extend: the sampler export of the new point")
+    ap.add_argument("--label", default=None, help="with --extend: the new point's run name")
+    ap.add_argument("--minutes-after", type=float, default=None,
+                    help="with --extend: training minutes from the last point to the new one")
+    ap.add_argument("--stage1-minutes", type=float, default=None,
+                    help="with --extend: where stage 1 ends, if the earlier JSON does not say")
     args = ap.parse_args()
+    if args.extend is not None:
+        _extend(args, ap)
+        return
     reused = {}
     if args.reuse is not None:
         old = json.loads(args.reuse.read_text())
@@ -109,9 +126,43 @@ def main() -> None:
         print(f"{run} step {step}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
               f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
               f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"temperature": args.temperature, "n": args.n, "references": j.references, "points": points}, indent=2) + "\n")
-    _plot(points, j.references, args.out, ae_seconds / 60)
+    _write(args.out, args.temperature, args.n, j.references, points, ae_seconds / 60)
+
+
+def _write(out: Path, temperature: float, n: int, refs: dict, points: list[dict], stage1_minutes: float) -> None:
+    out.with_suffix(".json").write_text(json.dumps(
+        {"temperature": temperature, "n": n, "stage1_minutes": stage1_minutes, "references": refs, "points": points},
+        indent=2) + "\n")
+    _plot(points, refs, out, stage1_minutes)
+
+
+def _extend(args, ap) -> None:
+    """The earlier curve's points as they were, then one point for the export, judged by the same
+    benchmark (its references redrawn from the same data and n must match the earlier ones)."""
+    from training.generated import OnnxGenerator
+
+    old = json.loads(args.extend.read_text())
+    if args.export is None or args.label is None or args.minutes_after is None:
+        ap.error("--extend needs --export, --label and --minutes-after")
+    if (old["temperature"], old["n"]) != (args.temperature, args.n):
+        ap.error(f"--extend {args.extend} was drawn at temperature {old['temperature']}, n {old['n']}")
+    stage1 = args.stage1_minutes if args.stage1_minutes is not None else old.get("stage1_minutes")
+    if stage1 is None:
+        ap.error(f"{args.extend} does not say where stage 1 ends: give --stage1-minutes")
+    cfg = BenchmarkConfig(n=args.n, temperatures=(args.temperature,))
+    j = judges(args.data, args.judge, cfg)
+    drift = {k: (old["references"][k], v) for k, v in j.references.items()
+             if isinstance(v, float) and not np.isclose(old["references"].get(k, np.nan), v, rtol=1e-4)}
+    if drift:
+        ap.error(f"the references differ from {args.extend}'s (other data or judge?): {drift}")
+    fig = sample_figures(OnnxGenerator(args.export), j, cfg, args.temperature)
+    minutes = old["points"][-1]["minutes"] + args.minutes_after
+    steps = json.loads((args.export / "card.json").read_text()).get("decoder_config", {}).get("steps")
+    point = {"run": args.label, "step": steps, "minutes": minutes, **fig}
+    print(f"{args.label}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
+          f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
+          f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
+    _write(args.out, args.temperature, args.n, old["references"], [*old["points"], point], stage1)
 
 
 def _prior(run_cfg: LatentPriorTrainConfig, snap: Path) -> LatentPrior:
