@@ -15,7 +15,7 @@ def test_default_preset_takes_each_steps_schedule_and_tiny_keeps_its_own():
     assert (default["generator"].steps, default["prior_long"].steps, default["prior_long"].lr) == (7000, 12000, 0.001)
     assert default["decoder"].steps == 6000 and default["decoder"].condition_weight == 0
     assert default["decoder_consistent"].condition_names == ("eyes", "mouth")
-    assert (default["decoder_consistent"].steps, default["decoder_consistent"].adversarial_start) == (3000, 200)
+    assert (default["decoder_consistent"].steps, default["decoder_consistent"].adversarial_start) == (5000, 200)
     # the tiny preset runs the same steps, doing the same things, for its own few steps
     assert {c.steps for c in tiny.values() if hasattr(c, "anchor_from")} == {30}
     assert tiny["decoder"].steps == tiny["decoder_consistent"].steps == 20
