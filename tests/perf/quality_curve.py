@@ -123,10 +123,14 @@ def main() -> None:
         fig = sample_figures(generate, j, cfg, args.temperature)
         minutes = seconds / 60
         points.append({"run": str(run), "step": step, "minutes": minutes, **fig})
-        print(f"{run} step {step}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
-              f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
-              f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
+        _say(f"{run} step {step}", minutes, fig)
     _write(args.out, args.temperature, args.n, j.references, points, ae_seconds / 60)
+
+
+def _say(label: str, minutes: float, fig: dict) -> None:
+    print(f"{label}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
+          f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
+          f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
 
 
 def _write(out: Path, temperature: float, n: int, refs: dict, points: list[dict], stage1_minutes: float) -> None:
@@ -159,9 +163,7 @@ def _extend(args, ap) -> None:
     minutes = old["points"][-1]["minutes"] + args.minutes_after
     steps = json.loads((args.export / "card.json").read_text()).get("decoder_config", {}).get("steps")
     point = {"run": args.label, "step": steps, "minutes": minutes, **fig}
-    print(f"{args.label}: {minutes:.0f} min, FD {fig['fd']:.1f} ({fig['fd_over_blurred']:.2f} × blurred), "
-          f"P/R {fig['precision']:.2f}/{fig['recall']:.2f}, Haar {fig['haar']:.2f}, diversity {fig['diversity']:.3f}, "
-          f"judge max MAE {fig['judge_mae_max']:.3f}", flush=True)
+    _say(args.label, minutes, fig)
     _write(args.out, args.temperature, args.n, old["references"], [*old["points"], point], stage1)
 
 
