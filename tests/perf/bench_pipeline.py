@@ -18,7 +18,8 @@ starts with a second of the same load whose figures are dropped (the services' f
 of a new size pay ONNX Runtime's first-run allocations and the lone-batch trial).
 
 It also times a bare gRPC round trip to every service (a health check: no model, no payload)
-and prints what that floor alone allows a single face requested one at a time: its request
+and prints what that floor alone allows a single face requested one at a time (and, with one
+request in flight, its latency budget: the in-process chain + that floor + 2 ms): its request
 crosses four hops in series (client → pipeline → sampler → critic → attributes ∥ filter).
 """
 
@@ -155,6 +156,9 @@ def rss_mib(server: servers.Server) -> float:
     return sum(p.memory_info().rss for p in _tree(server)) / 2**20
 
 
+LATENCY_SLACK_MS = 2.0  # what a single face may cost beyond its chain and the bare hops
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=8.0)
@@ -184,6 +188,11 @@ def main() -> None:
                           f"{ref:.1f} (pipeline/in-process {rate / ref:.2f})", flush=True)
                     print(f"    CPU ms per face: in-process {ref_cpu:.2f}; services {sum(cpu.values()):.2f}: "
                           + "  ".join(f"{n} {v:.2f}" for n, v in cpu.items()), flush=True)
+                    if count == 1 and conc == 1:  # the settled rule for one face at one request in flight
+                        budget = 1000 / ref + hops_ms + LATENCY_SLACK_MS
+                        print(f"    latency budget (in-process chain {1000 / ref:.1f} + hops {hops_ms:.1f} + "
+                              f"{LATENCY_SLACK_MS:g} ms) {budget:.1f} ms: p50 {p50:.1f} ms, "
+                              f"{'within' if p50 <= budget else 'over'} by {abs(budget - p50):.1f} ms", flush=True)
         loaded = {name: rss_mib(s) for name, s in stack.items()}
         print("\nRSS MiB   " + "  ".join(f"{n}: {at_rest[n]:.0f} → {loaded[n]:.0f}" for n in stack))
     finally:
