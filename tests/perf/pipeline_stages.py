@@ -21,6 +21,7 @@ import time
 import grpc
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from timing import amedian_ms  # tests/perf/timing.py (the script's folder is on sys.path)
 
 from services.core.proto import pb, rpc
 from services.pipeline import service as pipeline_service
@@ -29,17 +30,6 @@ from services.pipeline.upstream import Upstreams
 from tests import servers
 
 STAGES = ("sample", "retouch", "measure", "p_female")
-
-
-async def _p50(call, calls: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        await call()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        await call()
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
 
 
 async def run(stack: dict, calls: int) -> None:
@@ -64,11 +54,11 @@ async def run(stack: dict, calls: int) -> None:
         faces, degraded = await pipe.generate(spec)
         await timed("response message", pipeline_service._generate_pb)(spec, faces, degraded)
 
-    local = await _p50(in_process, calls)
+    local = await amedian_ms(in_process, calls)
     async with grpc.aio.insecure_channel(stack["pipeline"].grpc_target) as ch:
         stub, health = rpc.GenerationServiceStub(ch), health_pb2_grpc.HealthStub(ch)
-        served = await _p50(lambda: stub.Generate(pb.GenerateRequest(count=1, seed=1, oversample=1)), calls)
-        rtt = await _p50(lambda: health.Check(health_pb2.HealthCheckRequest()), calls)
+        served = await amedian_ms(lambda: stub.Generate(pb.GenerateRequest(count=1, seed=1, oversample=1)), calls)
+        rtt = await amedian_ms(lambda: health.Check(health_pb2.HealthCheckRequest()), calls)
     await up.close()
     for name, times in stages.items():
         print(f"  {name:18s} p50 {statistics.median(times[20:]):6.2f} ms")
