@@ -8,7 +8,7 @@ service runs) in this process against the four model services, timing each upstr
 then the pipeline server's Generate over gRPC for the same request, and a bare round trip to it.
 The server's p50 minus the in-process Pipeline's is what the pipeline service's own handling costs
 (its gRPC server, interceptor, metrics); the stages say which hop the rest of a face's time is in.
-One face, one candidate (oversample 1), one request at a time, p50 of `--calls` after 20 untimed.
+One face, one candidate (oversample 1), one request at a time, p50 of `--calls` after WARMUP untimed.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from services.pipeline.upstream import Upstreams
 from tests import servers
 
 STAGES = ("sample", "retouch", "measure", "p_female")
+WARMUP = 20  # untimed calls before each p50; the stages drop the same first calls
 
 
 async def run(stack: dict, calls: int) -> None:
@@ -54,14 +55,15 @@ async def run(stack: dict, calls: int) -> None:
         faces, degraded = await pipe.generate(spec)
         await timed("response message", pipeline_service._generate_pb)(spec, faces, degraded)
 
-    local = await amedian_ms(in_process, calls)
+    local = await amedian_ms(in_process, calls, WARMUP)
     async with grpc.aio.insecure_channel(stack["pipeline"].grpc_target) as ch:
         stub, health = rpc.GenerationServiceStub(ch), health_pb2_grpc.HealthStub(ch)
-        served = await amedian_ms(lambda: stub.Generate(pb.GenerateRequest(count=1, seed=1, oversample=1)), calls)
-        rtt = await amedian_ms(lambda: health.Check(health_pb2.HealthCheckRequest()), calls)
+        served = await amedian_ms(lambda: stub.Generate(pb.GenerateRequest(count=1, seed=1, oversample=1)), calls,
+                                   WARMUP)
+        rtt = await amedian_ms(lambda: health.Check(health_pb2.HealthCheckRequest()), calls, WARMUP)
     await up.close()
     for name, times in stages.items():
-        print(f"  {name:18s} p50 {statistics.median(times[20:]):6.2f} ms")
+        print(f"  {name:18s} p50 {statistics.median(times[WARMUP:]):6.2f} ms")
     print(f"  Pipeline in this process p50 {local:6.2f} ms; the pipeline server's Generate p50 {served:6.2f} ms "
           f"(bare round trip {rtt:.2f} ms): the service adds {served - local - rtt:+.2f} ms beyond the round trip")
 

@@ -31,6 +31,8 @@ _EYES_MOUTH = 'condition_names=["eyes","mouth"]'
 # the ELBO continued: lr 1e-3 restarted, KL at full weight from the first step
 _ELBO_ON = ("kl_warmup_fraction=0",)
 _ELBO_ON_SCHEDULE = ("steps=12000", "lr=0.001", "warmup_steps=100", "snapshot_every=2000")
+_ANCHOR = "prior_xlong"  # the ELBO run every consistency fine-tune is held to
+_SHORT_FINE_TUNE = ("steps=600", "lr=0.0005", "warmup_steps=20", "snapshot_every=200")
 
 RECIPE: tuple[RecipeStep, ...] = (
     RecipeStep("generator", "prior"),  # the ELBO from scratch
@@ -40,17 +42,13 @@ RECIPE: tuple[RecipeStep, ...] = (
     RecipeStep("prior_xlong", "prior", _ELBO_ON, _ELBO_ON_SCHEDULE, start="prior_long"),
     # condition consistency held to the ELBO prior by the anchor, each fine-tune stronger on eyes and mouth
     RecipeStep("prior_anchor", "prior", (*_ANCHORED, _EYES_MOUTH, "condition_weight=2"),
-               ("steps=1800", "lr=0.001", "warmup_steps=30", "snapshot_every=300"), start="prior_xlong",
-               anchor="prior_xlong"),
-    RecipeStep("prior_anchor2", "prior", (*_ANCHORED, "condition_weight=2"),
-               ("steps=600", "lr=0.0005", "warmup_steps=20", "snapshot_every=200"), start="prior_anchor",
-               anchor="prior_xlong"),
+               ("steps=1800", "lr=0.001", "warmup_steps=30", "snapshot_every=300"), start=_ANCHOR, anchor=_ANCHOR),
+    RecipeStep("prior_anchor2", "prior", (*_ANCHORED, "condition_weight=2"), _SHORT_FINE_TUNE,
+               start="prior_anchor", anchor=_ANCHOR),
     RecipeStep("prior_anchor3", "prior", (*_ANCHORED, _EYES_MOUTH, "condition_weight=4", "condition_temperature=1.0"),
-               ("steps=600", "lr=0.0005", "warmup_steps=20", "snapshot_every=200"), start="prior_anchor2",
-               anchor="prior_xlong"),
+               _SHORT_FINE_TUNE, start="prior_anchor2", anchor=_ANCHOR),
     RecipeStep("prior_anchor4", "prior", (*_ANCHORED, _EYES_MOUTH, "condition_weight=6", "condition_temperature=1.0"),
-               ("steps=600", "lr=0.0005", "warmup_steps=20", "snapshot_every=200"), start="prior_anchor3",
-               anchor="prior_xlong"),
+               _SHORT_FINE_TUNE, start="prior_anchor3", anchor=_ANCHOR),
     # stage 3: adversarial decoder adaptation, then the condition-consistency term on the decoded
     # prior samples (from the first step instead, 6000 steps in all: FD 35.2 against 32.9, RESULTS.md).
     # The shipped decoder_consistent ran 3000 steps and was resumed to 5000 (its cosine tail became
