@@ -11,9 +11,14 @@ import numpy as np
 from services.shared.exports import Export, read_export
 
 log = logging.getLogger("facegen.exports")
+# what a session's idle intra-op threads do: "run" spins between a run's operators and stops when
+# the run ends; "never" sleeps at once (every operator then wakes its threads); "always" keeps
+# spinning after the run, on cores another model or service may need
+SPIN_MODES = ("run", "never", "always")
+
 
 def create_session(
-    export: Export, device: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 1, spin: bool = False,
+    export: Export, device: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 1, spin: str = "run",
     cpu_arena: bool = True,
 ):
     """An ORT InferenceSession on CUDA when asked for ("cuda") or available ("auto"), else CPU.
@@ -25,6 +30,8 @@ def create_session(
 
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if spin not in SPIN_MODES:
+        raise ValueError(f"spin must be one of {', '.join(SPIN_MODES)}, got {spin!r}")
     available = ort.get_available_providers()
     providers = ["CPUExecutionProvider"]
     if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
@@ -36,10 +43,11 @@ def create_session(
     opts.inter_op_num_threads = inter_op_threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.enable_cpu_mem_arena = cpu_arena
-    if not spin:
-        # idle intra-op threads otherwise spin on the cores the gRPC/HTTP event loop needs
+    if spin == "never":
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    elif spin == "run":
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(str(export.onnx_path), sess_options=opts, providers=providers)
     in_use = session.get_providers()[0]
     log.info("%s v%s on %s", export.signature.get("model"), export.signature.get("version"), in_use)
