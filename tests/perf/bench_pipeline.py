@@ -151,6 +151,19 @@ def cpu_s(server: servers.Server) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in _tree(server))
 
 
+def lone_threads(stack: dict[str, servers.Server]) -> str:
+    """Each model's threads for a batch that runs alone, as its service chose them (/v1/status)."""
+    import httpx
+
+    out = []
+    for name in ("sampler", "critic", "attributes", "filter"):
+        status = httpx.get(f"{stack[name].url}/v1/status").json()
+        out.append(f"{name} {status['batching']['lone_threads']}")
+        if "refiner" in status:
+            out.append(f"refiner {status['refiner']['lone_threads']}")
+    return "  ".join(out)
+
+
 def rss_mib(server: servers.Server) -> float:
     """Resident memory of the server's process tree (bentoml serve + its workers)."""
     return sum(p.memory_info().rss for p in _tree(server)) / 2**20
@@ -189,6 +202,7 @@ def main() -> None:
                     print(f"    CPU ms per face: in-process {ref_cpu:.2f}; services {sum(cpu.values()):.2f}: "
                           + "  ".join(f"{n} {v:.2f}" for n, v in cpu.items()), flush=True)
                     if count == 1 and conc == 1:  # the settled rule for one face at one request in flight
+                        print(f"    threads of a lone batch: {lone_threads(stack)}")
                         ref_ms = 1000 / ref
                         budget = ref_ms + hops_ms + LATENCY_SLACK_MS
                         print(f"    latency budget (in-process chain {ref_ms:.1f} + hops {hops_ms:.1f} + "
