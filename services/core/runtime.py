@@ -236,7 +236,7 @@ class BatchedModel:
 
     def _run_alone(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """A batch that runs alone. Whether more threads help a single row depends on the graph
-        (here: the refiner 5.6 → 3.3 ms with two, the generator 3.2 → 3.5 ms, slower), so in the
+        (the refiner always gained from two; an earlier, smaller generator lost), so in the
         auto setting the lone batches alternate between the two sessions until one batch size has
         run LONE_TRIAL_RUNS times on each, and the faster by its fastest run is kept. This is
         measured while serving, not at start-up: the services start side by side, and timed then,
