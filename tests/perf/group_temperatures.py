@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from services.shared.sampling import noise_for
 from training.generated import OnnxGenerator
 from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
 
@@ -29,23 +28,25 @@ PROFILES = {  # temperature of the 4×4, 8×8 and 16×16 groups
 }
 
 
-def drawn_with(gen: OnnxGenerator, profile: tuple[float, float, float], batch: int = 128):
-    """`generate(conditions, t, seeds)` for sample_figures, each group's noise scaled by its scale's
-    temperature (t is ignored: the profile is the temperature)."""
+class _ScaledNoise:
+    """A generator session whose noise inputs are scaled group by group on the way in."""
+
+    def __init__(self, session, per_group: list[float]) -> None:
+        self.session, self.per_group = session, per_group
+
+    def run(self, names, feeds):
+        scaled = {k: (self.per_group[int(k.removeprefix("noise_"))] * v).astype(np.float32) if k.startswith("noise_")
+                  else v for k, v in feeds.items()}
+        return self.session.run(names, scaled)
+
+
+def drawn_with(export: Path, profile: tuple[float, float, float]):
+    """`generate(conditions, t, seeds)` for sample_figures: the sampler's draw (OnnxGenerator) with each
+    group's noise scaled by its scale's temperature, at T = 1 (t is ignored: the profile is the temperature)."""
+    gen = OnnxGenerator(export)
     scales = sorted({shape[1] for shape in gen.shapes})
-    per_group = [profile[scales.index(shape[1])] for shape in gen.shapes]
-
-    def generate(conditions: np.ndarray, t: float, seeds: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(conditions), batch):
-            noise = [noise_for(int(s), gen.shapes) for s in seeds[i : i + batch]]
-            feeds = {"conditions": conditions[i : i + batch].astype(np.float32), "temperature": np.array(1.0, np.float32)}
-            for g, a in enumerate(per_group):
-                feeds[f"noise_{g}"] = (a * np.stack([z[g] for z in noise])).astype(np.float32)
-            out.append(gen.session.run(["images"], feeds)[0])
-        return np.concatenate(out)
-
-    return generate
+    gen.session = _ScaledNoise(gen.session, [profile[scales.index(shape[1])] for shape in gen.shapes])
+    return lambda conditions, t, seeds: gen(conditions, 1.0, seeds)
 
 
 def main() -> None:
@@ -58,9 +59,8 @@ def main() -> None:
     refs = j.references
     print(f"references (n = {args.n}): two real sets FD {refs['fd_real_real']:.1f}, "
           f"real vs blurred {refs['fd_real_blurred']:.1f}")
-    gen = OnnxGenerator(args.export)
     for name, profile in PROFILES.items():
-        s = sample_figures(drawn_with(gen, profile), j, cfg, 1.0)
+        s = sample_figures(drawn_with(args.export, profile), j, cfg, 1.0)
         print(f"{name:24s} FD {s['fd']:5.1f}  precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
               f"Haar {s['haar']:.3f}  diversity {s['diversity']:.3f}  skin {s['skin_std_over_real']:.2f}×  "
               f"worst judge MAE {s['judge_mae_max']:.3f}", flush=True)

@@ -29,6 +29,7 @@ import numpy as np
 import uvloop
 from bench_pipeline import lone_threads  # tests/perf/ (the script's folder is on sys.path)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from single_face_hops import feeds_for
 from timing import amedian_ms
 
 from services.core.exports import load_session
@@ -59,10 +60,7 @@ def in_process_means(calls: int) -> dict[str, float]:
     """Mean ms per call of each model in this process, one face through the chain as the services
     run it (the critic scores the face before and after the retouch in one call of two)."""
     sess = {m: load_session(servers.REPO / "exports" / m / "1")[1] for m in SERVED_BY}
-    feeds = {"conditions": np.full((1, 5), 0.5, np.float32), "temperature": np.array(1.0, np.float32)}
-    for i in sess["generator"].get_inputs():
-        if i.name.startswith("noise_"):
-            feeds[i.name] = np.random.default_rng(0).standard_normal((1, *i.shape[1:]), dtype=np.float32)
+    feeds = feeds_for(sess["generator"], np.zeros((64, 64, 3), np.uint8))  # the generator's: no image in them
     times: dict[str, list[float]] = {m: [] for m in SERVED_BY}
 
     def timed(model: str, run):
