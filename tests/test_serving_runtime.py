@@ -59,38 +59,30 @@ class _Timed(ImageModel):
         return super()._run(x, session)
 
 
-@pytest.mark.parametrize(("slow", "kept"), [("lane", True), ("lone", False)])
-def test_auto_keeps_the_lone_session_only_where_lone_rows_ran_faster(slow, kept):
-    model = _Timed("filter", ServingConfig(**CPU))
-    model.slow = slow
-    assert model.lone_threads is None  # measuring
-
-    async def serve_one_at_a_time():
-        x = np.full((1, model.height, model.width, 3), 100, np.uint8)
-        outs = [await model.infer(x) for _ in range(2 * LONE_TRIAL_RUNS + 2)]
-        await model.batcher.close()
-        return outs
-
-    outs = asyncio.run(serve_one_at_a_time())
-    assert all(np.array_equal(o["p_female"], outs[0]["p_female"]) for o in outs)
-    assert model.lone_threads == (2 if kept else 1)
-
-
-def _serve_alone(model: _Timed, phases: list[tuple[str, int]]) -> list[int | None]:
-    """Single rows one at a time: for each phase, `slow` set and that many requests served; the
-    lone batches' threads after each phase."""
+def _serve_alone(model: _Timed, phases: list[tuple[str, int]]) -> tuple[list[int | None], list[dict]]:
+    """Single rows one at a time: for each phase, `slow` set and that many requests served. The
+    lone batches' threads after each phase, and every answer."""
     async def one_at_a_time():
         x = np.full((1, model.height, model.width, 3), 100, np.uint8)
-        threads = []
+        threads, outs = [], []
         for slow, n in phases:
             model.slow = slow
             for _ in range(n):
-                await model.infer(x)
+                outs.append(await model.infer(x))
             threads.append(model.lone_threads)
         await model.batcher.close()
-        return threads
+        return threads, outs
 
     return asyncio.run(one_at_a_time())
+
+
+@pytest.mark.parametrize(("slow", "kept"), [("lane", True), ("lone", False)])
+def test_auto_keeps_the_lone_session_only_where_lone_rows_ran_faster(slow, kept):
+    model = _Timed("filter", ServingConfig(**CPU))
+    assert model.lone_threads is None  # measuring
+    _, outs = _serve_alone(model, [(slow, 2 * LONE_TRIAL_RUNS + 2)])
+    assert all(np.array_equal(o["p_female"], outs[0]["p_female"]) for o in outs)
+    assert model.lone_threads == (2 if kept else 1)
 
 
 def test_a_lost_trial_is_run_again_and_a_won_retrial_keeps_the_lone_session(monkeypatch):
@@ -100,7 +92,7 @@ def test_a_lost_trial_is_run_again_and_a_won_retrial_keeps_the_lone_session(monk
     model = _Timed("filter", ServingConfig(**CPU))
     trial = 2 * LONE_TRIAL_RUNS
     # the equality check and the trial lost; the wait before the retrial; the retrial won
-    assert _serve_alone(model, [("lone", 1 + trial), ("lane", 2), ("lane", 1 + trial)]) == [1, 1, 2]
+    assert _serve_alone(model, [("lone", 1 + trial), ("lane", 2), ("lane", 1 + trial)])[0] == [1, 1, 2]
     assert model.lone_session is not None
 
 
