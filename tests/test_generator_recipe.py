@@ -13,10 +13,10 @@ def test_default_preset_takes_each_steps_schedule_and_tiny_keeps_its_own():
     default, tiny = step_configs("default"), step_configs("tiny")
     assert list(default) == [s.name for s in RECIPE]
     assert (default["generator"].steps, default["prior_long"].steps, default["prior_long"].lr) == (7000, 12000, 0.001)
-    assert (default["prior_xlong"].steps, default["prior_xlong"].kl_warmup_fraction) == (12000, 0)
+    assert (default["prior_xxlong"].steps, default["prior_xxlong"].kl_warmup_fraction) == (12000, 0)
     # every consistency fine-tune is held to the longest ELBO run, the first starting from it
-    assert {s.anchor for s in RECIPE if s.anchor} == {"prior_xlong"}
-    assert next(s for s in RECIPE if s.name == "prior_anchor").start == "prior_xlong"
+    assert {s.anchor for s in RECIPE if s.anchor} == {"prior_xxlong"}
+    assert next(s for s in RECIPE if s.name == "prior_anchor").start == "prior_xxlong"
     assert default["decoder"].steps == 6000 and default["decoder"].condition_weight == 0
     assert default["decoder_consistent"].condition_names == ("eyes", "mouth")
     assert (default["decoder_consistent"].steps, default["decoder_consistent"].adversarial_start) == (5000, 200)

@@ -31,7 +31,7 @@ _EYES_MOUTH = 'condition_names=["eyes","mouth"]'
 # the ELBO continued: lr 1e-3 restarted, KL at full weight from the first step
 _ELBO_ON = ("kl_warmup_fraction=0",)
 _ELBO_ON_SCHEDULE = ("steps=12000", "lr=0.001", "warmup_steps=100", "snapshot_every=2000")
-_ANCHOR = "prior_xlong"  # the ELBO run every consistency fine-tune is held to
+_ANCHOR = "prior_xxlong"  # the ELBO run every consistency fine-tune is held to
 _SHORT_FINE_TUNE = ("steps=600", "lr=0.0005", "warmup_steps=20", "snapshot_every=200")
 
 RECIPE: tuple[RecipeStep, ...] = (
@@ -40,6 +40,7 @@ RECIPE: tuple[RecipeStep, ...] = (
     # the ELBO further still: the anchored fine-tunes sharpen what the ELBO fitted, so a better fit
     # comes through them (RESULTS.md, "Generator v2.7")
     RecipeStep("prior_xlong", "prior", _ELBO_ON, _ELBO_ON_SCHEDULE, start="prior_long"),
+    RecipeStep("prior_xxlong", "prior", _ELBO_ON, _ELBO_ON_SCHEDULE, start="prior_xlong"),
     # condition consistency held to the ELBO prior by the anchor, each fine-tune stronger on eyes and mouth
     RecipeStep("prior_anchor", "prior", (*_ANCHORED, _EYES_MOUTH, "condition_weight=2"),
                ("steps=1800", "lr=0.001", "warmup_steps=30", "snapshot_every=300"), start=_ANCHOR, anchor=_ANCHOR),
