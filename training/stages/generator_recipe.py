@@ -38,7 +38,7 @@ RECIPE: tuple[RecipeStep, ...] = (
     RecipeStep("generator", "prior"),  # the ELBO from scratch
     RecipeStep("prior_long", "prior", _ELBO_ON, _ELBO_ON_SCHEDULE, start="generator"),
     # the ELBO further still: the anchored fine-tunes sharpen what the ELBO fitted, so a better fit
-    # comes through them (RESULTS.md, "Generator v2.7")
+    # comes through them (RESULTS.md, "Generator v2.7" and "v2.8")
     RecipeStep("prior_xlong", "prior", _ELBO_ON, _ELBO_ON_SCHEDULE, start="prior_long"),
     RecipeStep("prior_xxlong", "prior", _ELBO_ON, _ELBO_ON_SCHEDULE, start="prior_xlong"),
     # condition consistency held to the ELBO prior by the anchor, each fine-tune stronger on eyes and mouth
