@@ -169,20 +169,24 @@ class Served:
 def served(generate, spec: Served, retouch=None):
     """`generate` as the pipeline serves it: face i of the seeds s_i is the kept one of the
     candidates drawn with seeds s_i·k … s_i·k + k − 1 (a one-face request with seed s_i·k and
-    every condition given), retouched by `retouch` (uint8 → uint8) when given."""
+    every condition given), retouched by `retouch` (uint8 → uint8) when given. Each face's k
+    candidates are one batch, as that request's are in the services: ONNX Runtime's generator
+    rounds a pixel differently at other batch sizes."""
     from services.shared import ranking
     from training.select import OnnxImageModel
 
     critic, attributes, k = OnnxImageModel(spec.critic), OnnxImageModel(spec.attributes), spec.oversample
 
-    def draw(conditions: np.ndarray, t: float, seeds: np.ndarray) -> np.ndarray:
-        seeds = np.asarray(seeds, np.int64)
-        cand = np.repeat(np.asarray(conditions, np.float32), k, axis=0)  # face i's candidates side by side
-        images = generate(cand, t, (seeds[:, None] * k + np.arange(k)).ravel())
+    def one(condition: np.ndarray, t: float, seed: int) -> np.ndarray:
+        cand = np.repeat(condition[None], k, axis=0)
+        images = generate(cand, t, seed * k + np.arange(k))
         if retouch is not None:
             images = retouch(images)
         ranks = ranking.rank(critic(images), ranking.condition_error(attributes(images), cand))
-        return images[ranking.best_of_groups(ranks, k)]
+        return images[ranking.best_of_groups(ranks, k)[0]]
+
+    def draw(conditions: np.ndarray, t: float, seeds: np.ndarray) -> np.ndarray:
+        return np.stack([one(c, t, int(s)) for c, s in zip(np.asarray(conditions, np.float32), seeds, strict=True)])
 
     return draw
 
