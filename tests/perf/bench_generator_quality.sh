@@ -3,7 +3,7 @@
 # and the independent judge once (tests/perf/make_bench_data.sh), then judges 1000 samples at the
 # shipped temperature (1.1) and its neighbours, and at 1.1 the retouched and the served faces (best
 # of 4, retouched). Report: runs/bench/generator.json; 64 samples: runs/bench/samples.png
-#   bash tests/perf/bench_generator_quality.sh [EXPORT] [REFINER]      (≈ 20 min here)
+#   bash tests/perf/bench_generator_quality.sh [EXPORT] [REFINER]      (7.5 min here in session 25)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/env.sh
