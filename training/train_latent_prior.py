@@ -17,8 +17,9 @@ from services.shared.conditions import CONDITIONS
 from training import loop, losses
 from training.models.autoencoder import Autoencoder
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
+from training.models.prior_growth import grow_state_dict, trained_fine_groups
 from training.run_state import RunFolder
-from training.train_generator import EMA, init_from
+from training.train_generator import EMA, ema_weights, init_from
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,18 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
             "drift": drift.detach(), "anchor": anchor.detach()}
 
 
+def init_prior(source: str, model: LatentPrior, ema: EMA) -> None:
+    """`init_from` for the prior; a prior with more finest-scale groups than `source`'s starts as
+    `source` grown (`prior_growth`), from its EMA weights."""
+    weights = ema_weights(source)
+    if trained_fine_groups(weights) == model.cfg.scales[-1].groups:
+        init_from(source, model, ema)
+        return
+    grown = grow_state_dict(weights, model)
+    model.load_state_dict(grown)
+    ema.shadow.load_state_dict(grown)
+
+
 def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg: LatentPriorTrainConfig,
           run: RunFolder, progress=None, judge: Consistency | None = None,
           ) -> tuple[LatentPrior, EMA]:
@@ -172,7 +185,7 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
     model = LatentPrior(cfg.model)
     ema = EMA(model, cfg.ema_decay)
     if cfg.init_from and not run.state_path.exists():
-        init_from(cfg.init_from, model, ema)
+        init_prior(cfg.init_from, model, ema)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     for m in judge.modules() if judge else ():
