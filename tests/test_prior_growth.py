@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from training.cli import main
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior
 from training.models.nvae_hierarchy import LatentScale
-from training.models.prior_growth import grow_state_dict, trained_fine_groups
+from training.models.prior_growth import encoder_cells, grow_state_dict
 
 TINY = LATENT_PRIOR_PRESETS["tiny"]  # (8×8, 1 group), (16×16, 1 group)
 
@@ -43,7 +43,7 @@ def test_a_grown_prior_draws_the_same_grids_with_its_new_groups_live():
     grown.load_state_dict(grow_state_dict(trained.state_dict(), grown))
     grown.eval()
     assert len(grown.group_shapes) == len(trained.group_shapes) + 2
-    assert trained_fine_groups(grown.state_dict()) == 3
+    assert encoder_cells(grown.state_dict())[0] == 3
     cond = torch.rand(4, 5)
     noise = [torch.randn(4, *s) for s in trained.group_shapes]
     quiet = noise + [torch.zeros(4, *s) for s in grown.group_shapes[2:]]

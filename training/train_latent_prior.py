@@ -9,15 +9,17 @@ The autoencoder is frozen: its grids are computed once (for each face and its mi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from services.shared.conditions import CONDITIONS
+from training import config as config_io
 from training import loop, losses
 from training.models.autoencoder import Autoencoder
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
-from training.models.prior_growth import grow_state_dict, trained_fine_groups
+from training.models.prior_growth import grow_state_dict
 from training.run_state import RunFolder
 from training.train_generator import EMA, ema_weights, init_from
 
@@ -163,13 +165,12 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
 
 
 def init_prior(source: str, model: LatentPrior, ema: EMA) -> None:
-    """`init_from` for the prior; a prior with more finest-scale groups than `source`'s starts as
-    `source` grown (`prior_growth`), from its EMA weights."""
-    weights = ema_weights(source)
-    if trained_fine_groups(weights) == model.cfg.scales[-1].groups:
+    """`init_from` for the prior; a prior whose config differs from `source`'s (more finest-scale
+    groups, the only difference `prior_growth` accepts) starts as `source` grown, from its EMA weights."""
+    if config_io.load(LatentPriorTrainConfig, Path(source) / "config.json").model == model.cfg:
         init_from(source, model, ema)
         return
-    grown = grow_state_dict(weights, model)
+    grown = grow_state_dict(ema_weights(source), model)
     model.load_state_dict(grown)
     ema.shadow.load_state_dict(grown)
 

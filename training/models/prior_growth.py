@@ -29,8 +29,6 @@ from training.models.latent_prior import LatentPrior
 Z_WEIGHT_SCALE = 0.1
 _ENCODER = re.compile(r"^hier\.enc_cells\.(\d+)\.(\d+)\.")
 _FINE_ENCODER = re.compile(r"^hier\.enc_cells\.0\.(\d+)\.(.+)$")
-_GROUP_MODULES = ("prior", "posterior", "combine", "dec_cells")
-_GROUP_KEY = re.compile(r"^hier\.(" + "|".join(_GROUP_MODULES) + r")\.(\d+)\.(.+)$")
 
 
 def encoder_cells(state: dict[str, torch.Tensor]) -> list[int]:
@@ -40,12 +38,6 @@ def encoder_cells(state: dict[str, torch.Tensor]) -> list[int]:
         if m := _ENCODER.match(key):
             cells.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     return [len(cells[s]) for s in sorted(cells)]
-
-
-def trained_fine_groups(state: dict[str, torch.Tensor]) -> int:
-    """How many groups the finest scale of the prior whose weights these are has."""
-    cells = encoder_cells(state)
-    return cells[0] if cells else 0
 
 
 @torch.no_grad()
@@ -83,8 +75,6 @@ def grow_state_dict(state: dict[str, torch.Tensor], model: LatentPrior) -> dict[
         target = key
         if m := _FINE_ENCODER.match(key):
             target = f"hier.enc_cells.0.{int(m.group(1)) + extra}.{m.group(2)}"
-        elif (m := _GROUP_KEY.match(key)) and int(m.group(2)) >= old_groups:
-            raise ValueError(f"{key}: the trained prior has more groups than the grown one keeps")
         if target not in grown:
             raise ValueError(f"{key}: no such weight in the grown prior (it must differ only at the finest scale)")
         if grown[target].shape != value.shape:
