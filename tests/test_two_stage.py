@@ -280,3 +280,61 @@ def test_compact_checkpoints_are_read_as_their_runs(two_stage, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
     res = CliRunner().invoke(main, ["checkpoint", str(tmp_path), str(tmp_path / "none")])
     assert res.exit_code == 1 and "config.json not found" in res.output
+
+
+def test_the_realness_term_asks_the_critic_to_call_the_prior_samples_real(tmp_path):
+    """With realness_weight > 0 the prior's loss holds weight × softplus(−logit) of a frozen critic
+    on its decoded samples (without the condition term), its gradient reaches the prior, and a
+    critic that calls the faces real costs less than one that calls them generated. A critic run's
+    folder loads back as the critic it saved."""
+    from training import config as config_io
+    from training.losses import unrealness
+    from training.models.attributes import ATTRIBUTE_PRESETS, AttributeNet
+    from training.models.critic import CRITIC_PRESETS, Critic
+    from training.train_critic import CriticTrainConfig, load_critic
+    from training.train_latent_prior import TRAIN_PRESETS, Consistency, negative_elbo
+
+    torch.manual_seed(0)
+    prior = LatentPrior(LATENT_PRIOR_PRESETS["tiny"])
+    ae = Autoencoder(AUTOENCODER_PRESETS["tiny"]).eval().requires_grad_(False)
+    attributes = AttributeNet(ATTRIBUTE_PRESETS["tiny"]).eval()
+    critic = Critic(CRITIC_PRESETS["tiny"]).folded().requires_grad_(False)
+    grid, cond = torch.randn(8, 4, 16, 16), torch.rand(8, 5)
+    off = config_io.override(TRAIN_PRESETS["tiny"], {"condition_batch": 4, "realness_weight": 1e-9})
+    on = config_io.override(off, {"realness_weight": 2.0})
+    outs = []
+    for cfg in (off, on):
+        prior.zero_grad()
+        torch.manual_seed(1)
+        out = negative_elbo(prior, grid, cond, 10, cfg, None, Consistency(ae, attributes, None, critic))
+        out["loss"].backward()
+        outs.append((out, [p.grad.clone() for p in prior.parameters() if p.grad is not None]))
+    (lo, g_off), (hi, g_on) = outs
+    assert float(hi["drift"]) == 0 and float(hi["realness"]) > 0
+    assert float(hi["loss"].detach() - lo["loss"].detach()) == pytest.approx(2.0 * float(hi["realness"]), rel=1e-3)
+    assert any(not torch.allclose(a, b) for a, b in zip(g_off, g_on, strict=True))  # the term reaches the prior
+
+    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    last = critic.net[-1]
+    last.bias.fill_(5.0)
+    called_real = float(unrealness(critic, images))
+    last.bias.fill_(-5.0)
+    assert called_real < 0.01 < float(unrealness(critic, images))
+
+    folder = tmp_path / "critic_a"
+    folder.mkdir()
+    trained = Critic(CRITIC_PRESETS["tiny"])
+    cfg = config_io.override(CriticTrainConfig(), {"critic": config_io.to_dict(CRITIC_PRESETS["tiny"])})
+    (folder / "config.json").write_text(json.dumps(config_io.to_dict(cfg)))
+    torch.save({"model": trained.state_dict()}, folder / "state.pt")
+    faces = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    assert torch.allclose(load_critic(folder)(faces)[0], trained.folded()(faces)[0], atol=1e-5)
+
+
+def test_the_realness_term_needs_a_critic(two_stage, synth_root, tmp_path):
+    res = CliRunner().invoke(main, ["generator", "--data", str(synth_root), "--conditions", str(two_stage / "conditions.csv"),
+                                    "--autoencoder", str(two_stage / "runs" / "autoencoder"), "--preset", "tiny",
+                                    "--set", "realness_weight=1", "--set", f"realness_from={tmp_path / 'none'}",
+                                    "--out", str(tmp_path / "g")])
+    assert res.exit_code == 1 and "needs a critic" in res.output and "critic_a" in res.output, res.output
+    assert not (tmp_path / "g" / "state.pt").exists()

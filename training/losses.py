@@ -164,9 +164,19 @@ def condition_drift(attributes: nn.Module, images: torch.Tensor, wanted: torch.T
     """Mean |read − wanted| over the conditions `names` (all five when empty), the attribute model reading
     decoded NCHW images in [-1, 1] (gradients flow into the images, not the model's weights
     when the caller froze them): the condition-consistency term of stages 2 and 3."""
-    faces = (images.float().permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255], as the attribute model reads
     columns = condition_columns(names)
-    return (attributes(faces)[:, columns] - wanted[:, columns]).abs().mean()
+    return (attributes(_as_faces(images))[:, columns] - wanted[:, columns]).abs().mean()
+
+
+def unrealness(critic: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Mean softplus(−logit) over the critic's regions for decoded NCHW images in [-1, 1]: the
+    non-saturating generator loss, every region asked to look real (gradients flow into the images)."""
+    return F.softplus(-critic.patch_logits(_as_faces(images))).mean()
+
+
+def _as_faces(images: torch.Tensor) -> torch.Tensor:
+    """Decoded NCHW images in [-1, 1] → NHWC [0, 255], as the attribute model and the critic read faces."""
+    return (images.float().permute(0, 2, 3, 1) + 1.0) * 127.5
 
 
 def patch_bce(patch_logits: torch.Tensor, real: bool | torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,14 @@ Three stages, each in its own run subfolder (resumable like every run):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from services.shared.sampling import around_default
+from training import config as config_io
 from training import loop
 from training.losses import patch_bce, refiner_losses
 from training.models.critic import CRITIC_PRESETS, Critic, CriticConfig
@@ -144,6 +146,13 @@ def wrong_regions(real: torch.Tensor, fake: torch.Tensor, map_size: int, box: tu
     cell = size // map_size
     target = 1.0 - F.avg_pool2d(inside.permute(0, 3, 1, 2), cell)[:, 0]
     return mixed, target
+
+
+def load_critic(folder: Path) -> Critic:
+    """A critic of a `facegen-train critic` run (its critic_a or critic_b folder), folded, eval mode."""
+    critic = Critic(config_io.load(CriticTrainConfig, Path(folder) / "config.json").critic)
+    critic.load_state_dict(torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)["model"])
+    return critic.folded().eval()
 
 
 def train_critic(real: np.ndarray, fake: np.ndarray, cfg: CriticTrainConfig, run: RunFolder, seed: int,

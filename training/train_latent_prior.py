@@ -61,6 +61,12 @@ class LatentPriorTrainConfig:
     # conditions; the anchor keeps what the ELBO drew while eyes and mouth follow their conditions.
     anchor_from: str = ""
     anchor_weight: float = 0.0
+    # realness: the same decoded prior samples judged by a frozen critic of a `facegen-train critic`
+    # run (`realness_from`, its critic_a folder: trained on this generator's faces against real ones);
+    # weight × softplus(−patch logit), every region asked to look real, joins the loss (0 = off).
+    # The critic takes no part in the benchmark, whose judges stay independent of it.
+    realness_from: str = ""
+    realness_weight: float = 0.0
     init_from: str = ""  # a run folder (state.pt: weights + EMA) or compact checkpoint this run starts from; fresh optimiser
     # after training: batches of prior samples at this temperature re-estimate the EMA prior's
     # BatchNorm statistics before its samples, fidelity and export (NVAE's readjust_bn; 0 keeps the
@@ -118,23 +124,29 @@ def anchor_loss(sampled: torch.Tensor, anchored: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Consistency:
-    """The frozen models of the condition-consistency term: the autoencoder that draws the prior's
-    samples, the attribute model that reads them, and optionally the prior to anchor to."""
+    """The frozen models of the terms on the prior's own samples: the autoencoder that draws them,
+    the attribute model that reads them, and optionally the prior to anchor to and the critic."""
     autoencoder: torch.nn.Module
-    attributes: torch.nn.Module
+    attributes: torch.nn.Module | None
     anchor: LatentPrior | None = None
+    critic: torch.nn.Module | None = None
 
     def modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.autoencoder, self.attributes, self.anchor) if m is not None]
+        return [m for m in (self.autoencoder, self.attributes, self.anchor, self.critic) if m is not None]
+
+
+def samples_judged(cfg: LatentPriorTrainConfig) -> bool:
+    """Whether a step draws prior samples for the condition or the realness term."""
+    return cfg.condition_weight > 0 or cfg.realness_weight > 0
 
 
 def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tensor, step: int,
                   cfg: LatentPriorTrainConfig, spectral: losses.SpectralRegularizer | None = None,
                   judge: Consistency | None = None) -> dict:
-    """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G], 'drift', 'anchor'}.
-    `judge`: the frozen models of the condition-consistency term."""
+    """{'loss' (minimised, per dimension), 'nelbo' [N] (nats), 'kl_groups' [G], 'drift', 'anchor', 'realness'}.
+    `judge`: the frozen models of the terms on the prior's samples."""
     net = getattr(model, "module", model)
-    consistency = judge is not None and cfg.condition_weight > 0
+    consistency = judge is not None and samples_judged(cfg)
     with torch.autocast(grid.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         if consistency:
             k = min(cfg.condition_batch, len(conditions))
@@ -150,18 +162,22 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
     penalty = losses.nvae_regularisers(net, spectral, cfg.spectral_weight, cfg.bn_weight)
     dims = float(np.prod(grid.shape[1:]))
     loss = ((nll + kl_weighted).mean() + penalty) / dims
-    drift = anchor = torch.zeros((), device=grid.device)
+    drift = anchor = realness = torch.zeros((), device=grid.device)
     if consistency:
-        drift = losses.condition_drift(judge.attributes, judge.autoencoder.decode(sampled.float()), wanted,
-                                       cfg.condition_names)
-        loss = loss + cfg.condition_weight * drift
+        decoded = judge.autoencoder.decode(sampled.float())
+        if judge.attributes is not None and cfg.condition_weight > 0:
+            drift = losses.condition_drift(judge.attributes, decoded, wanted, cfg.condition_names)
+            loss = loss + cfg.condition_weight * drift
+        if judge.critic is not None and cfg.realness_weight > 0:
+            realness = losses.unrealness(judge.critic, decoded)
+            loss = loss + cfg.realness_weight * realness
         if judge.anchor is not None and cfg.anchor_weight > 0:
             with torch.no_grad():
                 anchored = judge.anchor.sample(wanted, noise, cfg.condition_temperature)
             anchor = anchor_loss(sampled.float(), anchored.float())
             loss = loss + cfg.anchor_weight * anchor
     return {"loss": loss, "nelbo": (nll + kl_all.sum(1)).detach(), "kl_groups": kl_all.detach().mean(0),
-            "drift": drift.detach(), "anchor": anchor.detach()}
+            "drift": drift.detach(), "anchor": anchor.detach(), "realness": realness.detach()}
 
 
 def init_prior(source: str, model: LatentPrior, ema: EMA) -> None:
@@ -179,9 +195,12 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
           run: RunFolder, progress=None, judge: Consistency | None = None,
           ) -> tuple[LatentPrior, EMA]:
     """grids: (faces, mirrored faces) [N, C, S, S] from `encode_set`; conditions float [N, 5];
-    `judge`: the frozen models of the consistency term, when cfg.condition_weight > 0."""
-    if cfg.condition_weight > 0 and judge is None:
+    `judge`: the frozen models of the terms on the prior's samples, when cfg.condition_weight or
+    cfg.realness_weight > 0."""
+    if cfg.condition_weight > 0 and (judge is None or judge.attributes is None):
         raise ValueError("condition_weight > 0 needs the trained attribute model (--attributes-run)")
+    if cfg.realness_weight > 0 and (judge is None or judge.critic is None):
+        raise ValueError("realness_weight > 0 needs a critic (realness_from: a critic run's critic_a folder)")
     torch.manual_seed(cfg.seed)
     model = LatentPrior(cfg.model)
     ema = EMA(model, cfg.ema_decay)

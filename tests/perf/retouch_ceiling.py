@@ -24,7 +24,6 @@ import torch
 
 from services.shared.exports import read_export
 from services.shared.sampling import DEFAULT_TEMPERATURE
-from training import config as config_io
 from training.eval_critic import share_inside_flagged
 from training.generated import OnnxGenerator
 from training.models.critic import Critic
@@ -33,7 +32,7 @@ from training.quality import metrics
 from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
 from training.quality.feature_net import features
 from training.select import OnnxImageModel
-from training.train_critic import CriticTrainConfig
+from training.train_critic import load_critic
 from training.two_stage import load_autoencoder
 
 GATES = ((10.0, 1e-4), (1.2, 0.7), (1.0, 0.45), (0.8, 0.3), (0.7, 0.2), (0.6, 0.1), (0.5, 1e-4))
@@ -63,13 +62,6 @@ def prior_projector(prior, ae, passes: int, gate: ProjectionRetouch | None = Non
         return torch.round(torch.cat(out).clamp(0, 255)).to(torch.uint8).numpy()
 
     return project
-
-
-def load_critic(folder: Path) -> Critic:
-    """A critic of a `facegen-train critic` run (its critic_a or critic_b folder), folded, eval mode."""
-    critic = Critic(config_io.load(CriticTrainConfig, folder / "config.json").critic)
-    critic.load_state_dict(torch.load(folder / "state.pt", map_location="cpu", weights_only=False)["model"])
-    return critic.folded().eval()
 
 
 def load_critic_a(run: Path) -> Critic:

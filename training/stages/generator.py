@@ -50,6 +50,19 @@ def _attribute_model(attributes_run: Path | None):
     return load_trained(attributes_run)[0]
 
 
+def _critic(cfg):
+    """The frozen critic of the prior's realness term, or None when the term is off."""
+    from training.train_critic import load_critic
+
+    if cfg.realness_weight <= 0:
+        return None
+    folder = Path(cfg.realness_from)
+    if not (folder / "state.pt").exists():
+        raise StageError(f"realness_weight > 0 needs a critic: {folder}/state.pt not found "
+                         "(realness_from: the critic_a folder of a `facegen-train critic` run)")
+    return load_critic(folder)
+
+
 def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_csv: Path | None = None,
                 attribute_export: Path | None = None, attributes_run: Path | None = None,
                 export_dir: Path | None = None, encoder_dir: Path | None = None, echo: Echo = print_echo) -> dict | None:
@@ -64,7 +77,7 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
     from training.loop import finish_distributed
     from training.models.latent_prior import LatentPrior, TwoStageSampler
     from training.train_generator import readjust_bn
-    from training.train_latent_prior import Consistency, encode_set, held_out, train
+    from training.train_latent_prior import Consistency, encode_set, held_out, samples_judged, train
     from training.two_stage import export_two_stage, load_autoencoder, load_prior, sampler_report
 
     try:
@@ -78,12 +91,14 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
         raise StageError(
             f"the prior models a {cfg.model.grid_size}×{cfg.model.grid_size}×{cfg.model.data_channels} grid but "
             f"{autoencoder_run} makes {ae_cfg.latent_size}×{ae_cfg.latent_size}×{ae_cfg.latent_channels}")
+    critic = _critic(cfg)  # a missing critic fails here, before the data is read
     gs = load_generator_set(data, conditions_csv, ae_cfg.image_size, cfg.seed, echo)
     train_grids = encode_set(autoencoder, gs.images[~gs.held_out])
     judge = None
-    if cfg.condition_weight > 0:
+    if samples_judged(cfg):
         anchor = load_prior(Path(cfg.anchor_from), seed=cfg.seed) if cfg.anchor_from and cfg.anchor_weight > 0 else None
-        judge = Consistency(autoencoder, _attribute_model(attributes_run), anchor)
+        attributes = _attribute_model(attributes_run) if cfg.condition_weight > 0 else None
+        judge = Consistency(autoencoder, attributes, anchor, critic)
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar), judge=judge)
     if not finish_distributed():
