@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The critic's realness as a term of a fifth anchored fine-tune (tests/perf/RESULTS.md, "The critic's
+# realness as a term of the prior's fine-tune"). Each arm starts from the shipped prior with
+# prior_anchor4's settings, decodes its samples with the shipped decoder (what the critic was trained
+# on), is exported with that decoder and judged at T = 1.1. Weight 0 is the control. Needs
+# data/synth10k, runs/attributes (README) and a critic run (`facegen-train critic`, CRITIC below).
+#   bash tests/perf/probe_realness.sh [WEIGHT ...]     (default: 0 1 3; ≈ 13 min an arm here)
+#   SEED=1 bash tests/perf/probe_realness.sh 1 0      the same arms with another seed (runs/prior_realW_s1)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/env.sh
+export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
+[ -f exports/judge/1/model.onnx ] && [ -f data/bench/labels.csv ] || bash tests/perf/make_bench_data.sh
+CRITIC=${CRITIC:-runs/critic/critic_a}
+SEED=${SEED:-0}
+suffix=$([ "$SEED" = 0 ] || echo "_s$SEED")
+mkdir -p runs/bench
+for w in "${@:-0 1 3}"; do
+  for W in $w; do
+    run="prior_real$W$suffix"
+    facegen-train generator --data data/synth10k --autoencoder training/checkpoints/generator_v2/decoder \
+      --attributes-run runs/attributes --set anchor_from=training/checkpoints/generator_v2/prior_elbo_xxlong \
+      --set condition_batch=8 --set kl_warmup_fraction=0 --set anchor_weight=1 --set lr=0.0005 \
+      --set warmup_steps=20 --set steps=600 --set snapshot_every=200 \
+      --set init_from=training/checkpoints/generator_v2/prior_anchored --set 'condition_names=["eyes","mouth"]' \
+      --set condition_weight=6 --set condition_temperature=1.0 --set "realness_from=$CRITIC" \
+      --set "realness_weight=$W" --set "seed=$SEED" --out "runs/$run"
+    facegen-train decoder --data data/synth10k --autoencoder training/checkpoints/generator_v2/decoder \
+      --prior "runs/$run" --out "runs/${run}_dec" --set steps=0 --export "runs/exp_$run"
+    facegen-train evaluate-generator --export "runs/exp_$run" --n 1000 --temperature 1.1 --out "runs/bench/$run.json"
+    python -c "import json; print('$run held-out nats/dim', json.load(open('runs/$run/metrics.json'))['held_out'])"
+  done
+done
