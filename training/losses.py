@@ -169,9 +169,9 @@ def condition_drift(attributes: nn.Module, images: torch.Tensor, wanted: torch.T
 
 
 def unrealness(critic: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Mean softplus(−logit) over the critic's regions for decoded NCHW images in [-1, 1]: the
-    non-saturating generator loss, every region asked to look real (gradients flow into the images)."""
-    return F.softplus(-critic.patch_logits(_as_faces(images))).mean()
+    """The non-saturating generator loss for decoded NCHW images in [-1, 1]: every region of the
+    critic's map asked to look real, as the refiner asks (gradients flow into the images)."""
+    return patch_bce(critic.patch_logits(_as_faces(images)), real=True)
 
 
 def _as_faces(images: torch.Tensor) -> torch.Tensor:
