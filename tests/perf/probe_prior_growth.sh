@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/env.sh
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
-[ -f exports/judge/1/model.onnx ] && [ -f data/bench/labels.csv ] || bash tests/perf/make_bench_data.sh
 GROWN='model.scales=[[4,3,96],[8,3,96],[16,3,96]]'
 for arm in "${@:-base grown warm}"; do
   for a in $arm; do
@@ -21,11 +20,6 @@ for arm in "${@:-base grown warm}"; do
     facegen-train generator --data data/synth10k --autoencoder training/checkpoints/generator_v2/autoencoder \
       --attributes-run runs/attributes --set init_from=training/checkpoints/generator_v2/prior_elbo_xxlong \
       --set lr=0.001 --set warmup_steps=100 --set snapshot_every=1000 "${extra[@]}" --out "runs/probe_$a"
-    facegen-train decoder --data data/synth10k --autoencoder training/checkpoints/generator_v2/decoder \
-      --prior "runs/probe_$a" --out "runs/probe_${a}_dec" --set steps=0 --export "runs/probe_${a}_dec/export"
-    mkdir -p runs/bench
-    facegen-train evaluate-generator --export "runs/probe_${a}_dec/export" --n 1000 --temperature 1.1 \
-      --out "runs/bench/probe_$a.json"
-    python -c "import json; print('$a held-out nats/dim', json.load(open('runs/probe_$a/metrics.json'))['held_out'])"
+    bash tests/perf/judge_prior.sh "probe_$a"
   done
 done

@@ -10,11 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/env.sh
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
-[ -f exports/judge/1/model.onnx ] && [ -f data/bench/labels.csv ] || bash tests/perf/make_bench_data.sh
 CRITIC=${CRITIC:-runs/critic/critic_a}
 SEED=${SEED:-0}
 suffix=$([ "$SEED" = 0 ] || echo "_s$SEED")
-mkdir -p runs/bench
 for w in "${@:-0 1 3}"; do
   for W in $w; do
     run="prior_real$W$suffix"
@@ -25,9 +23,6 @@ for w in "${@:-0 1 3}"; do
       --set init_from=training/checkpoints/generator_v2/prior_anchored --set 'condition_names=["eyes","mouth"]' \
       --set condition_weight=6 --set condition_temperature=1.0 --set "realness_from=$CRITIC" \
       --set "realness_weight=$W" --set "seed=$SEED" --out "runs/$run"
-    facegen-train decoder --data data/synth10k --autoencoder training/checkpoints/generator_v2/decoder \
-      --prior "runs/$run" --out "runs/${run}_dec" --set steps=0 --export "runs/exp_$run"
-    facegen-train evaluate-generator --export "runs/exp_$run" --n 1000 --temperature 1.1 --out "runs/bench/$run.json"
-    python -c "import json; print('$run held-out nats/dim', json.load(open('runs/$run/metrics.json'))['held_out'])"
+    bash tests/perf/judge_prior.sh "$run"
   done
 done
