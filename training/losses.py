@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from services.shared.conditions import CONDITIONS
+from training.models.layers import as_faces
 
 
 def dmol_nll(x: torch.Tensor, params: torch.Tensor, mixtures: int, per_pixel: bool = False) -> torch.Tensor:
@@ -165,18 +166,13 @@ def condition_drift(attributes: nn.Module, images: torch.Tensor, wanted: torch.T
     decoded NCHW images in [-1, 1] (gradients flow into the images, not the model's weights
     when the caller froze them): the condition-consistency term of stages 2 and 3."""
     columns = condition_columns(names)
-    return (attributes(_as_faces(images))[:, columns] - wanted[:, columns]).abs().mean()
+    return (attributes(as_faces(images))[:, columns] - wanted[:, columns]).abs().mean()
 
 
 def unrealness(critic: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The non-saturating generator loss for decoded NCHW images in [-1, 1]: every region of the
     critic's map asked to look real, as the refiner asks (gradients flow into the images)."""
-    return patch_bce(critic.patch_logits(_as_faces(images)), real=True)
-
-
-def _as_faces(images: torch.Tensor) -> torch.Tensor:
-    """Decoded NCHW images in [-1, 1] → NHWC [0, 255], as the attribute model and the critic read faces."""
-    return (images.float().permute(0, 2, 3, 1) + 1.0) * 127.5
+    return patch_bce(critic.patch_logits(as_faces(images)), real=True)
 
 
 def patch_bce(patch_logits: torch.Tensor, real: bool | torch.Tensor) -> torch.Tensor:

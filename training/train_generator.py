@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from services.shared.conditions import CONDITIONS
 from training import loop, losses
 from training.models.generator import GENERATOR_PRESETS, AttributeGenerator, GeneratorConfig
+from training.models.layers import as_faces
 from training.run_state import RunFolder
 
 
@@ -157,7 +158,7 @@ def nelbo(model: AttributeGenerator, images: torch.Tensor, conditions: torch.Ten
     loss = ((recon_fit + kl_weighted).mean() + penalty) / dims
     drift = torch.zeros((), device=images.device)
     if consistency:
-        judged = (jitter(prior_images, cfg.condition_shift).permute(0, 2, 3, 1) + 1.0) * 127.5  # NHWC [0, 255]
+        judged = as_faces(jitter(prior_images, cfg.condition_shift))
         drift = torch.stack([(judge(judged) - wanted).abs().mean() for judge in judges]).mean()
         loss = loss + cfg.condition_weight * drift
     return NelboTerms(loss, (recon + kl_all.sum(1)).detach(), recon.detach(), kl_all.detach().mean(0), coeffs, beta,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.layers import ImageInput
+from training.models.layers import ImageInput, as_faces
 from training.models.nvae_cells import Down, Up
 from training.models.nvae_hierarchy import Hierarchy, LatentScale
 
@@ -130,7 +130,7 @@ def mixture_mean(params: torch.Tensor, mixtures: int) -> torch.Tensor:
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] NCHW → uint8 NHWC."""
-    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return as_faces(x).round().clamp(0, 255).to(torch.uint8)
 
 
 class Sampler(nn.Module):

@@ -18,6 +18,12 @@ class ImageInput(nn.Module):
         return images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
 
 
+def as_faces(images: torch.Tensor) -> torch.Tensor:
+    """ImageInput's inverse for decoded images: float NCHW in [-1, 1] → float NHWC in [0, 255],
+    as the attribute model and the critic read faces (gradients flow through)."""
+    return (images.float().permute(0, 2, 3, 1) + 1.0) * 127.5
+
+
 class ConvBNAct(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1) -> None:
         super().__init__(

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.models.critic import Critic, upsample_map
-from training.models.layers import PreActBlock
+from training.models.layers import PreActBlock, as_faces
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class ProjectionRetouch(nn.Module):
             grid = self.autoencoder.encode(y)
             if self.denoiser is not None:
                 grid = self.denoiser(grid, self.attributes(y))
-            y = (self.autoencoder.decode(grid).permute(0, 2, 3, 1) + 1.0) * 127.5
+            y = as_faces(self.autoencoder.decode(grid))
         return y
 
     def blend(self, x: torch.Tensor, realness_map: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
