@@ -3,6 +3,7 @@ the exported sampler (same contract as the services expect) and the exported enc
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -338,3 +339,49 @@ def test_the_realness_term_needs_a_critic(two_stage, synth_root, tmp_path):
                                     "--out", str(tmp_path / "g")])
     assert res.exit_code == 1 and "needs a critic" in res.output and "critic_a" in res.output, res.output
     assert not (tmp_path / "g" / "state.pt").exists()
+
+
+def test_the_online_critic_keeps_learning_and_resumes_with_the_run(tmp_path):
+    """realness_critic_lr > 0: after each update of the prior the critic takes one step on real
+    faces vs that step's decoded samples (its weights move; a frozen critic's do not), its loss is
+    logged, its weights and optimiser are saved with the run, and a run that is extended resumes
+    them. Without real faces it refuses to start."""
+    from training import config as config_io
+    from training.models.critic import CRITIC_PRESETS, Critic
+    from training.run_state import RunFolder
+    from training.train_latent_prior import TRAIN_PRESETS, Consistency, train
+
+    torch.manual_seed(0)
+    ae = Autoencoder(AUTOENCODER_PRESETS["tiny"]).eval()
+    grids = (torch.randn(16, 4, 16, 16), torch.randn(16, 4, 16, 16))
+    cond = np.random.default_rng(0).random((16, 5)).astype(np.float32)
+    real = torch.randint(0, 256, (16, 64, 64, 3), dtype=torch.uint8)
+    base = config_io.override(TRAIN_PRESETS["tiny"], {"steps": 4, "eval_every": 2, "condition_batch": 4,
+                                                      "realness_weight": 1.0})
+    start = Critic(CRITIC_PRESETS["tiny"]).folded()
+
+    def fit(cfg, folder, critic):
+        judge = Consistency(ae, None, None, critic, real)
+        train(grids, cond, cfg, RunFolder(tmp_path / folder, cfg), judge=judge)
+        return critic
+
+    frozen = fit(base, "frozen", copy.deepcopy(start))
+    assert all(torch.equal(a, b) for a, b in zip(frozen.state_dict().values(), start.state_dict().values(), strict=True))
+    online_cfg = config_io.override(base, {"realness_critic_lr": 1e-2})
+    online = fit(online_cfg, "online", copy.deepcopy(start))
+    assert any(not torch.equal(a, b) for a, b in zip(online.state_dict().values(), start.state_dict().values(), strict=True))
+    assert [r["step"] for r in _log(tmp_path / "online") if "critic_loss" in r] == [0]
+    saved = torch.load(tmp_path / "online" / "state.pt", weights_only=False)["online_critic"]
+    assert all(torch.equal(saved["critic"][k], v) for k, v in online.state_dict().items())
+    # trained on to 6 steps with another critic passed in: the run resumes the saved one (two
+    # small steps from it), not the one it was handed
+    torch.manual_seed(5)
+    other = Critic(CRITIC_PRESETS["tiny"]).folded()
+    resumed = fit(config_io.override(online_cfg, {"steps": 6}), "online", copy.deepcopy(other))
+
+    def distance(a, b):
+        return sum(float((x - y).abs().sum()) for x, y in zip(a.values(), b.values(), strict=True))
+    assert distance(resumed.state_dict(), saved["critic"]) < 0.1 * distance(resumed.state_dict(), other.state_dict())
+    with pytest.raises(ValueError, match="real training faces"):
+        train(grids, cond, online_cfg, RunFolder(tmp_path / "none", online_cfg),
+              judge=Consistency(ae, None, None, copy.deepcopy(start), None))

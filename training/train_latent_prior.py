@@ -19,6 +19,7 @@ from training import config as config_io
 from training import loop, losses
 from training.models.autoencoder import Autoencoder
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
+from training.models.layers import as_faces
 from training.models.prior_growth import grow_state_dict
 from training.run_state import RunFolder
 from training.train_generator import EMA, ema_weights, init_from
@@ -67,6 +68,10 @@ class LatentPriorTrainConfig:
     # The critic takes no part in the benchmark, whose judges stay independent of it.
     realness_from: str = ""
     realness_weight: float = 0.0
+    # > 0: the critic keeps learning, real training faces against the prior's decoded samples of
+    # each step, at this lr (a GAN on the prior, as SimGAN's critic keeps learning on refined
+    # images, so the prior cannot settle on what one frozen critic happens to accept); 0 = frozen
+    realness_critic_lr: float = 0.0
     init_from: str = ""  # a run folder (state.pt: weights + EMA) or compact checkpoint this run starts from; fresh optimiser
     # after training: batches of prior samples at this temperature re-estimate the EMA prior's
     # BatchNorm statistics before its samples, fidelity and export (NVAE's readjust_bn; 0 keeps the
@@ -130,6 +135,7 @@ class Consistency:
     attributes: torch.nn.Module | None
     anchor: LatentPrior | None = None
     critic: torch.nn.Module | None = None
+    real_images: torch.Tensor | None = None  # uint8 NHWC training faces: the online critic's real side
 
     def modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.autoencoder, self.attributes, self.anchor, self.critic) if m is not None]
@@ -177,7 +183,44 @@ def negative_elbo(model: LatentPrior, grid: torch.Tensor, conditions: torch.Tens
             anchor = anchor_loss(sampled.float(), anchored.float())
             loss = loss + cfg.anchor_weight * anchor
     return {"loss": loss, "nelbo": (nll + kl_all.sum(1)).detach(), "kl_groups": kl_all.detach().mean(0),
-            "drift": drift.detach(), "anchor": anchor.detach(), "realness": realness.detach()}
+            "drift": drift.detach(), "anchor": anchor.detach(), "realness": realness.detach(),
+            "decoded": decoded.detach() if consistency else None}
+
+
+class OnlineCritic:
+    """The realness critic learning on: after each update of the prior, one critic update on as
+    many real training faces as the step decoded prior samples (uint8-rounded, as the critic
+    stage shows it generated faces). Saved with the run, so a resumed run resumes the critic too."""
+
+    def __init__(self, critic: torch.nn.Module, real_images: torch.Tensor, lr: float, seed: int) -> None:
+        self.critic, self.real = critic, real_images
+        self.opt = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.gen = torch.Generator().manual_seed(seed + 29)
+        self.decoded: torch.Tensor | None = None  # the last step's samples, NCHW in [-1, 1]
+
+    def update(self) -> float | None:
+        from training.train_critic import critic_loss, flip_half
+
+        if self.decoded is None:
+            return None
+        fake = as_faces(self.decoded).round().clamp(0, 255)
+        real = flip_half(self.real[torch.randint(len(self.real), (len(fake),), generator=self.gen)], self.gen)
+        self.critic.train().requires_grad_(True)
+        loss = critic_loss(self.critic, (real.to(fake.device), fake))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.critic.eval().requires_grad_(False)
+        self.decoded = None
+        return float(loss.detach())
+
+    def state_dict(self) -> dict:
+        return {"critic": self.critic.state_dict(), "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
 
 
 def init_prior(source: str, model: LatentPrior, ema: EMA) -> None:
@@ -201,6 +244,11 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
         raise ValueError("condition_weight > 0 needs the trained attribute model (--attributes-run)")
     if cfg.realness_weight > 0 and (judge is None or judge.critic is None):
         raise ValueError("realness_weight > 0 needs a critic (realness_from: a critic run's critic_a folder)")
+    online = None
+    if cfg.realness_weight > 0 and cfg.realness_critic_lr > 0:
+        if judge.real_images is None or not len(judge.real_images):
+            raise ValueError("realness_critic_lr > 0 needs the real training faces the critic learns on")
+        online = OnlineCritic(judge.critic, judge.real_images, cfg.realness_critic_lr, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = LatentPrior(cfg.model)
     ema = EMA(model, cfg.ema_decay)
@@ -229,17 +277,24 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
         if judge is not None:
             for j in judge.modules():
                 j.to(g.device)  # a no-op after the first step
-        return negative_elbo(m, g, c, step, cfg, spectral, judge)["loss"]
+        terms = negative_elbo(m, g, c, step, cfg, spectral, judge)
+        if online is not None:
+            online.decoded = terms["decoded"]
+        return terms["loss"]
 
     loop_cfg = loop.LoopConfig.of(cfg)
     def on_step(step: int) -> None:
         ema.update(model)
+        critic_loss = online.update() if online is not None else None
+        if critic_loss is not None and step % 50 == 0:
+            run.log(step, critic_loss=critic_loss)
         lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
         if lead and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
             run.save_snapshot(step + 1, ema.shadow)
 
     loop.fit(model, loop_cfg, run, make_batch, loss_fn, progress=progress, on_step=on_step,
-             extra_state={"ema": ema, "spectral": spectral}, distributed=True)
+             extra_state={"ema": ema, "spectral": spectral, **({"online_critic": online} if online else {})},
+             distributed=True)
     return model.cpu(), ema.cpu()
 
 

@@ -70,6 +70,7 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
     `attributes_run` (the trained attribute model) reads the prior's samples when
     cfg.condition_weight > 0; `attribute_export` measures the card's condition fidelity. Returns
     the report (None on a torchrun rank other than 0, which neither evaluates nor exports)."""
+    import torch
     from tqdm import tqdm
 
     from training import config as config_io
@@ -98,7 +99,8 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
     if samples_judged(cfg):
         anchor = load_prior(Path(cfg.anchor_from), seed=cfg.seed) if cfg.anchor_from and cfg.anchor_weight > 0 else None
         attributes = _attribute_model(attributes_run) if cfg.condition_weight > 0 else None
-        judge = Consistency(autoencoder, attributes, anchor, critic)
+        real = torch.from_numpy(gs.images[~gs.held_out]) if cfg.realness_critic_lr > 0 else None
+        judge = Consistency(autoencoder, attributes, anchor, critic, real)
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar), judge=judge)
     if not finish_distributed():
