@@ -24,7 +24,7 @@ import click
               default=Path("training/checkpoints/generator_v2/decoder"), show_default=True,
               help="the generator's autoencoder (model.pt + config.json), which the projection retouch projects onto")
 @click.option("--prior", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("training/checkpoints/generator_v2/prior_real"), show_default=True,
+              default=Path("training/checkpoints/generator_v2/prior_anchored"), show_default=True,
               help="the generator's prior (stage-2 run or compact checkpoint), which the retouch's latent denoiser "
                    "is distilled from")
 @click.option("--judge", "judge_export", type=click.Path(file_okay=False, path_type=Path),

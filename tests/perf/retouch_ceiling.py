@@ -11,7 +11,7 @@ the mean change on generated and on real faces (real set B).
 
   PYTHONPATH=. python tests/perf/retouch_ceiling.py [--n 1000] [--refiner exports/refiner/1] \
       [--autoencoder training/checkpoints/generator_v2/decoder] [--critic-run runs/critic] \
-      [--prior training/checkpoints/generator_v2/prior_real --passes 1 2 4]
+      [--prior training/checkpoints/generator_v2/prior_anchored --passes 1 2 4]
 """
 
 from __future__ import annotations
