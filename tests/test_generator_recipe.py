@@ -25,21 +25,12 @@ def test_default_preset_takes_each_steps_schedule_and_tiny_keeps_its_own():
     assert tiny["decoder"].steps == tiny["decoder_consistent"].steps == 20
     assert tiny["prior_anchor4"].condition_weight == default["prior_anchor4"].condition_weight == 6
     assert tiny["prior_anchor4"].anchor_weight == 1 and tiny["prior_long"].kl_warmup_fraction == 0
-    # the realness fine-tune: prior_anchor4's settings and a critic learning on, judging the faces of
-    # the adapted decoder; the export step trains nothing
-    real = next(s for s in RECIPE if s.name == "prior_real")
-    assert (real.start, real.anchor, real.decoder) == ("prior_anchor4", "prior_xxlong", "decoder_consistent")
-    assert (default["prior_real"].realness_weight, default["prior_real"].realness_critic_lr) == (1, 1e-4)
-    assert default["prior_real"].condition_weight == 6 and default["prior_real"].steps == 600
-    assert default["decoder_export"].steps == tiny["decoder_export"].steps == 0
 
 
 def test_user_settings_win_over_the_recipes_and_reach_every_step_of_their_stage():
     cfgs = step_configs("default", ["steps=50", "threads=1"], ["condition_weight=0.5"])
     assert {c.steps for c in cfgs.values() if hasattr(c, "anchor_from")} == {50}
     assert cfgs["decoder"].steps == 6000 and cfgs["decoder_consistent"].condition_weight == 0.5
-    # … except the export step's steps: it exports what the steps before it trained
-    assert step_configs("tiny", [], ["steps=7"])["decoder_export"].steps == 0
     with pytest.raises(StageError, match="stepz"):
         step_configs("default", ["stepz=3"])
 
@@ -51,6 +42,4 @@ def test_a_recipe_must_read_only_earlier_steps_and_end_by_exporting():
         _validate((RecipeStep("a", "prior"),))
     with pytest.raises(ValueError, match="needs the autoencoder"):
         _validate((RecipeStep("a", "prior"), RecipeStep("d", "decoder", start="autoencoder")))
-    with pytest.raises(ValueError, match="no earlier step"):
-        _validate((RecipeStep("a", "prior", decoder="d"), RecipeStep("d", "decoder", start="autoencoder", prior="a")))
-    assert (last("prior"), last("decoder")) == ("prior_real", "decoder_export")
+    assert (last("prior"), last("decoder")) == ("prior_anchor4", "decoder_consistent")

@@ -1,6 +1,5 @@
 """The shipped generator as one recipe: stage 2's ELBO runs and anchored condition-consistency
-fine-tunes, then stage 3, then a last fine-tune of the prior against the adapted decoder's faces and
-the export, each step a run folder under `runs/` that starts from an earlier one.
+fine-tunes, then stage 3, each step a run folder under `runs/` that starts from an earlier one.
 `facegen-train all` runs it; a finished step is skipped and an interrupted one resumes, so the
 chain can span sessions. The README's generator section names the same steps."""
 
@@ -25,8 +24,6 @@ class RecipeStep:
     start: str = ""  # prior: the step whose weights it starts from; decoder: the autoencoder it adapts
     anchor: str = ""  # prior: the step it is anchored to
     prior: str = ""  # decoder: the prior step whose samples it adapts to
-    decoder: str = ""  # prior: the decoder step that draws its samples for the terms on them (stage 1's by default)
-    export_only: bool = False  # decoder: `start` exported with `prior` as it is (steps=0, whatever the user sets)
 
 
 _ANCHORED = ("condition_batch=8", "kl_warmup_fraction=0", "anchor_weight=1")
@@ -36,10 +33,6 @@ _ELBO_ON = ("kl_warmup_fraction=0",)
 _ELBO_ON_SCHEDULE = ("steps=12000", "lr=0.001", "warmup_steps=100", "snapshot_every=2000")
 _ANCHOR = "prior_xxlong"  # the ELBO run every consistency fine-tune is held to
 _SHORT_FINE_TUNE = ("steps=600", "lr=0.0005", "warmup_steps=20", "snapshot_every=200")
-# the realness fine-tune's critic: v2.8's critic A, trained against v2.8's faces (a critic stage of
-# its own before this step would add its 72 min to the chain); it keeps learning on this data's real
-# faces against the step's own samples (realness_critic_lr)
-REALNESS_CRITIC = "training/checkpoints/critic_v28/critic_a"
 
 RECIPE: tuple[RecipeStep, ...] = (
     RecipeStep("generator", "prior"),  # the ELBO from scratch
@@ -66,21 +59,13 @@ RECIPE: tuple[RecipeStep, ...] = (
     RecipeStep("decoder_consistent", "decoder", ("condition_weight=0.3", _EYES_MOUTH),
                ("steps=5000", "lr=0.00025", "warmup_steps=50", "adversarial_start=200", "adversarial_ramp=100",
                 "snapshot_every=500"), start="decoder", prior="prior_anchor4"),
-    # a fifth fine-tune with prior_anchor4's settings that also asks a critic, learning on, to call
-    # the adapted decoder's drawing of its samples real (v2.9: FD −0.8 against the same fine-tune
-    # without it, RESULTS.md "Generator v2.9"); then the sampler and encoder exported with that decoder
-    RecipeStep("prior_real", "prior", (*_ANCHORED, _EYES_MOUTH, "condition_weight=6", "condition_temperature=1.0",
-                                       f"realness_from={REALNESS_CRITIC}", "realness_weight=1",
-                                       "realness_critic_lr=0.0001"),
-               _SHORT_FINE_TUNE, start="prior_anchor4", anchor=_ANCHOR, decoder="decoder_consistent"),
-    RecipeStep("decoder_export", "decoder", start="decoder_consistent", prior="prior_real", export_only=True),
 )
 
 
 def _validate(recipe: Sequence[RecipeStep]) -> None:
     seen: set[str] = set()
     for step in recipe:
-        for ref in filter(None, (step.start, step.anchor, step.prior, step.decoder)):
+        for ref in filter(None, (step.start, step.anchor, step.prior)):
             if ref != STAGE_1 and ref not in seen:
                 raise ValueError(f"recipe step {step.name!r} reads {ref!r}, which no earlier step writes")
         if step.stage == "decoder" and not (step.start and step.prior):
@@ -111,7 +96,7 @@ def step_configs(preset: str, prior_overrides: Sequence[str] = (), decoder_overr
     for step in recipe:
         presets, user = (TRAIN_PRESETS, prior_overrides) if step.stage == "prior" else (ADAPT_PRESETS, decoder_overrides)
         settings = [*step.settings, *(step.schedule if preset == "default" else ())]
-        out[step.name] = configure(presets, preset, [*settings, *user, *(("steps=0",) if step.export_only else ())])
+        out[step.name] = configure(presets, preset, [*settings, *user])
     return out
 
 
@@ -149,7 +134,7 @@ def run_recipe(data: Path, preset: str, runs: Path, conditions_csv: Path | None,
         if step.stage == "prior":
             inputs = {"init_from": str(runs / step.start) if step.start else "",
                       "anchor_from": str(runs / step.anchor) if step.anchor else ""}
-            train_prior(data, dataclasses.replace(cfg, **inputs), out, runs / (step.decoder or STAGE_1), conditions_csv,
+            train_prior(data, dataclasses.replace(cfg, **inputs), out, runs / STAGE_1, conditions_csv,
                         attribute_export, attributes_run, echo=echo)
         else:
             adapt_decoder(data, cfg, out, runs / step.start, runs / step.prior, conditions_csv, attribute_export,
