@@ -286,9 +286,9 @@ def train(grids: tuple[torch.Tensor, torch.Tensor], conditions: np.ndarray, cfg:
     def on_step(step: int) -> None:
         ema.update(model)
         critic_loss = online.update() if online is not None else None
-        if critic_loss is not None and step % 50 == 0:
-            run.log(step, critic_loss=critic_loss)
         lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        if lead and critic_loss is not None and step % 50 == 0:
+            run.log(step, critic_loss=critic_loss)
         if lead and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
             run.save_snapshot(step + 1, ema.shadow)
 
