@@ -18,8 +18,8 @@ from services.shared.conditions import CONDITIONS
 from training import config as config_io
 from training import loop, losses
 from training.models.autoencoder import Autoencoder
+from training.models.generator import to_uint8
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
-from training.models.layers import as_faces
 from training.models.prior_growth import grow_state_dict
 from training.run_state import RunFolder
 from training.train_generator import EMA, ema_weights, init_from
@@ -203,7 +203,7 @@ class OnlineCritic:
 
         if self.decoded is None:
             return None
-        fake = as_faces(self.decoded).round().clamp(0, 255)
+        fake = to_uint8(self.decoded)
         real = flip_half(self.real[torch.randint(len(self.real), (len(fake),), generator=self.gen)], self.gen)
         self.critic.train().requires_grad_(True)
         loss = critic_loss(self.critic, (real.to(fake.device), fake))

@@ -94,12 +94,13 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
             f"{autoencoder_run} makes {ae_cfg.latent_size}×{ae_cfg.latent_size}×{ae_cfg.latent_channels}")
     critic = _critic(cfg)  # a missing critic fails here, before the data is read
     gs = load_generator_set(data, conditions_csv, ae_cfg.image_size, cfg.seed, echo)
-    train_grids = encode_set(autoencoder, gs.images[~gs.held_out])
+    train_images = gs.images[~gs.held_out]
+    train_grids = encode_set(autoencoder, train_images)
     judge = None
     if samples_judged(cfg):
         anchor = load_prior(Path(cfg.anchor_from), seed=cfg.seed) if cfg.anchor_from and cfg.anchor_weight > 0 else None
         attributes = _attribute_model(attributes_run) if cfg.condition_weight > 0 else None
-        real = torch.from_numpy(gs.images[~gs.held_out]) if cfg.realness_critic_lr > 0 else None
+        real = torch.from_numpy(train_images) if cfg.realness_critic_lr > 0 else None
         judge = Consistency(autoencoder, attributes, anchor, critic, real)
     with tqdm(total=cfg.steps, desc="train", unit="step") as bar:
         _, ema = train(train_grids, gs.conditions[~gs.held_out], cfg, run, progress=step_progress(bar), judge=judge)
