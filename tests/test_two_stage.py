@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from training.cli import main
 from training.generated import OnnxGenerator
 from training.models.autoencoder import AUTOENCODER_PRESETS, Autoencoder
-from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior
+from training.models.generator import to_uint8
+from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, Refinement, TwoStageSampler
 from training.two_stage import load_autoencoder
 
 
@@ -63,12 +64,41 @@ def test_encoder_noise_redraws_the_posterior_mean_through_the_sampler():
     assert torch.allclose(prior.sample(cond, noise, 1.0), want, atol=1e-5)
 
 
+def test_the_sampler_refines_each_drawn_grid_by_round_trips_and_prior_projections():
+    """passes = 0 decodes the drawn grid as it is; each pass decodes, encodes again and projects
+    by the prior's posterior mean; the noise still decides the face."""
+    torch.manual_seed(0)
+    prior = LatentPrior(LATENT_PRIOR_PRESETS["tiny"]).eval()
+    ae = Autoencoder(AUTOENCODER_PRESETS["tiny"]).eval()
+    ae.set_scale(ae.encode_raw(torch.randint(0, 256, (8, 64, 64, 3), dtype=torch.uint8)))
+    cond = torch.rand(3, 5)
+    noise = [torch.randn(3, *s) for s in prior.group_shapes]
+    other = [torch.randn(3, *s) for s in prior.group_shapes]
+    drawn = prior.sample(cond, noise, 1.0)
+    with torch.no_grad():
+        as_drawn = TwoStageSampler(prior, ae, Refinement(passes=0)).sample(cond, noise, 1.0)
+        refined = TwoStageSampler(prior, ae, Refinement(passes=2))
+        got = refined.sample(cond, noise, 1.0)
+        grid = drawn
+        for _ in range(2):
+            grid = prior.project(ae.encode((ae.decode(grid).permute(0, 2, 3, 1) + 1) * 127.5), cond)
+        assert torch.equal(as_drawn, to_uint8(ae.decode(drawn)))
+        assert torch.equal(got, to_uint8(ae.decode(grid)))
+        assert not torch.equal(got, as_drawn)
+        assert torch.equal(got, refined.sample(cond, noise, 1.0))
+        assert not torch.equal(got, refined.sample(cond, other, 1.0))
+        without_round_trip = TwoStageSampler(prior, ae, Refinement(passes=1, round_trip=False)).sample(cond, noise, 1.0)
+        assert torch.equal(without_round_trip, to_uint8(ae.decode(prior.project(drawn, cond))))
+
+
 def test_the_sampler_export_keeps_the_services_contract(two_stage):
     export = two_stage / "exports" / "generator" / "1"
     sig = json.loads((export / "signature.json").read_text())
     assert [i["name"] for i in sig["inputs"]][:2] == ["conditions", "temperature"]
     assert len(sig["latent_groups"]) == len(sig["inputs"]) - 2
     assert sig["outputs"][0]["dtype"] == "uint8" and "autoencoder" in sig["sampling"]
+    # the card says how the sampler refines its grids (the stage's config: the default here)
+    assert json.loads((export / "card.json").read_text())["refinement"] == {"passes": 4, "round_trip": True}
     gen = OnnxGenerator(export)
     cond = np.random.default_rng(0).random((4, 5), dtype=np.float32)
     a = gen(cond, 0.8, np.arange(7, 11))

@@ -19,7 +19,7 @@ from training import config as config_io
 from training import loop, losses
 from training.models.autoencoder import Autoencoder
 from training.models.generator import to_uint8
-from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig
+from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, LatentPriorConfig, Refinement
 from training.models.prior_growth import grow_state_dict
 from training.run_state import RunFolder
 from training.train_generator import EMA, ema_weights, init_from
@@ -78,6 +78,9 @@ class LatentPriorTrainConfig:
     # training statistics); every reader of a trained prior (export, decoder stage, anchor) does it
     readjust_batches: int = 100
     readjust_temperature: float = 0.8
+    # how the sampler refines each drawn grid before decoding it (the exported sampler's, and the
+    # samples, sweeps and fidelity every stage reports); a reader of the prior takes it from here
+    refine: Refinement = field(default_factory=Refinement)
     seed: int = 0
     threads: int = 0
 
@@ -317,7 +320,8 @@ def held_out(model: LatentPrior, grids: torch.Tensor, conditions: np.ndarray, ba
 
 
 SAMPLING_TWO_STAGE = ("z_g = mu_p + temperature * sigma_p * noise_g over the latent grid's hierarchy; "
-                      "grid = the prior's Gaussian mean; image = the autoencoder's decoder(grid)")
+                      "grid = the prior's Gaussian mean, refined (card: refinement); "
+                      "image = the autoencoder's decoder(grid)")
 
 
 def encoder_spec(sampler, image_size: int, version: str = "1"):

@@ -46,17 +46,31 @@ def load_prior(run_dir: Path, seed: int = 0):
     return prior.eval().requires_grad_(False)
 
 
-def export_two_stage(prior, autoencoder, export_dir: Path, encoder_dir: Path | None, card: dict, echo=print) -> None:
-    """Export the sampler (prior + decoder) to `export_dir` and the encoder beside it (default:
-    exports/encoder/<same version> for exports/generator/<version>, else <export_dir>_encoder)."""
+def refinement(run_dir: Path):
+    """How a trained stage-2 run's prior wants its grids refined before decoding (its config's
+    `refine`; checkpoints written before the setting existed get the default)."""
+    from training import config as config_io
+    from training.train_latent_prior import LatentPriorTrainConfig
+
+    return config_io.load(LatentPriorTrainConfig, run_dir / "config.json").refine
+
+
+def export_two_stage(prior, autoencoder, refine, export_dir: Path, encoder_dir: Path | None, card: dict,
+                     echo=print) -> None:
+    """Export the sampler (prior + `refine` (a Refinement) + decoder) to `export_dir` and the
+    encoder beside it (default: exports/encoder/<same version> for exports/generator/<version>,
+    else <export_dir>_encoder)."""
+    import dataclasses
+
     from training.export import export_model
     from training.models.latent_prior import Encoder, TwoStageSampler
     from training.train_generator import export_spec
     from training.train_latent_prior import SAMPLING_TWO_STAGE, encoder_spec
 
     size = autoencoder.cfg.image_size
-    card = {"design": "two-stage: autoencoder + conditional NVAE prior over its latent grid", **card}
-    sampler = TwoStageSampler(prior, autoencoder).eval()
+    card = {"design": "two-stage: autoencoder + conditional NVAE prior over its latent grid",
+            "refinement": dataclasses.asdict(refine), **card}
+    sampler = TwoStageSampler(prior, autoencoder, refine).eval()
     spec = export_spec(sampler, version=export_dir.name, image_size=size, sampling=SAMPLING_TWO_STAGE)
     written = export_model(sampler, spec, export_dir, card)
     echo(f"exported the sampler to {export_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")

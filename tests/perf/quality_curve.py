@@ -107,9 +107,9 @@ def main() -> None:
                 last_prior = _prior(run_cfg, sorted((runs[-1] / "snapshots").glob("step*.pt"))[-1])
             decoder = load_autoencoder(args.autoencoder)
             decoder.load_state_dict(torch.load(snap, map_location="cpu"))
-            sampler = TwoStageSampler(last_prior, decoder).eval()
+            sampler = TwoStageSampler(last_prior, decoder, run_cfg.refine).eval()
         else:
-            sampler = TwoStageSampler(_prior(run_cfg, snap), ae).eval()
+            sampler = TwoStageSampler(_prior(run_cfg, snap), ae, run_cfg.refine).eval()
 
         @torch.no_grad()
         def generate(cond, t, seeds, sampler=sampler):

@@ -7,7 +7,8 @@ Gaussian's mean: the grid's per-cell noise is not a latent group, so leaving it 
 randomness in the explicit noise inputs.
 
 `TwoStageSampler` is the exported generator: prior (conditions, temperature, one noise tensor per
-group) → grid → autoencoder decoder → uint8 RGB NHWC, the same contract as the single-stage one.
+group) → grid → its `Refinement` → autoencoder decoder → uint8 RGB NHWC, the same contract as the
+single-stage one.
 `Encoder` is the exported encoder (image + conditions → each group's posterior mean), which
 editing a user's face needs.
 """
@@ -23,6 +24,7 @@ from torch import nn
 
 from training.models.autoencoder import Autoencoder
 from training.models.generator import to_uint8
+from training.models.layers import as_faces
 from training.models.nvae_cells import soft_clamp
 from training.models.nvae_hierarchy import Hierarchy, LatentScale
 
@@ -102,19 +104,38 @@ class LatentPrior(nn.Module):
         return self.hier.top_down(conditions, self.encode(grid, conditions), None, posterior_mean=True)[1]
 
 
+@dataclass(frozen=True)
+class Refinement:
+    """What the sampler does to a drawn grid before the face is decoded. The prior's samples sit
+    further from the faces it models than the encodings of real faces do. Each pass decodes the
+    grid to a face and encodes that face again (`round_trip`: onto what the encoder makes of
+    faces; unrounded, so ONNX Runtime and PyTorch do not part at a rounding boundary), then takes
+    the prior's posterior-mean projection (`LatentPrior.project`: towards what the prior models).
+    The noise still decides the face: a pass keeps what the grid shows and redraws nothing."""
+    passes: int = 4  # 0 = the grid as drawn
+    round_trip: bool = True
+
+
 class TwoStageSampler(nn.Module):
     """The exported generator: conditions [N, 5], temperature [], noise per group → uint8 faces."""
 
-    def __init__(self, prior: LatentPrior, autoencoder: Autoencoder) -> None:
+    def __init__(self, prior: LatentPrior, autoencoder: Autoencoder, refinement: Refinement = Refinement()) -> None:
         super().__init__()
-        self.prior, self.autoencoder = prior, autoencoder
+        self.prior, self.autoencoder, self.refinement = prior, autoencoder, refinement
 
     @property
     def group_shapes(self) -> list[tuple[int, int, int]]:
         return self.prior.group_shapes
 
     def sample(self, conditions: torch.Tensor, noise: list[torch.Tensor], temperature: torch.Tensor | float = 1.0):
-        return to_uint8(self.autoencoder.decode(self.prior.sample(conditions, noise, temperature)))
+        return to_uint8(self.autoencoder.decode(self.refine(self.prior.sample(conditions, noise, temperature), conditions)))
+
+    def refine(self, grid: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.refinement.passes):
+            if self.refinement.round_trip:
+                grid = self.autoencoder.encode(as_faces(self.autoencoder.decode(grid)))
+            grid = self.prior.project(grid, conditions)
+        return grid
 
     def forward(self, conditions: torch.Tensor, temperature: torch.Tensor, *noise: torch.Tensor) -> torch.Tensor:
         return self.sample(conditions, list(noise), temperature)
@@ -122,7 +143,8 @@ class TwoStageSampler(nn.Module):
 
 class Encoder(nn.Module):
     """The exported encoder: uint8 RGB NHWC faces + their conditions → per group the noise that
-    redraws them through `TwoStageSampler` at temperature 1 (posterior means)."""
+    redraws them through `TwoStageSampler` at temperature 1 (posterior means; the sampler refines
+    the redrawn grid as it refines every face)."""
 
     def __init__(self, prior: LatentPrior, autoencoder: Autoencoder) -> None:
         super().__init__()

@@ -116,14 +116,14 @@ def train_prior(data: Path, cfg, out: Path, autoencoder_run: Path, conditions_cs
     if cfg.readjust_batches:
         readjust_bn(prior, cfg.readjust_temperature, cfg.readjust_batches, seed=cfg.seed)
         report["readjust_bn"] = {"batches": cfg.readjust_batches, "temperature": cfg.readjust_temperature}
-    report.update(sampler_report(TwoStageSampler(prior, autoencoder).eval(), run.root, attribute_export))
+    report.update(sampler_report(TwoStageSampler(prior, autoencoder, cfg.refine).eval(), run.root, attribute_export))
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()
     echo(json.dumps(report, indent=2))
     if export_dir is not None:
         card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
                 "config": config_io.to_dict(cfg), "autoencoder_config": config_io.to_dict(ae_cfg), "metrics": report}
-        export_two_stage(prior, autoencoder, export_dir, encoder_dir, card, echo=echo)
+        export_two_stage(prior, autoencoder, cfg.refine, export_dir, encoder_dir, card, echo=echo)
     return report
 
 
@@ -146,13 +146,13 @@ def adapt_decoder(data: Path, cfg, out: Path, autoencoder_run: Path, prior_run: 
     from training.generator_data import load_generator_set
     from training.models.latent_prior import TwoStageSampler
     from training.train_autoencoder import reconstruction_error, train
-    from training.two_stage import export_two_stage, load_autoencoder, load_prior, sampler_report
+    from training.two_stage import export_two_stage, load_autoencoder, load_prior, refinement, sampler_report
 
     autoencoder = load_autoencoder(autoencoder_run)
     # the architecture is the one being fine-tuned, whatever the preset says
     cfg = dataclasses.replace(cfg, model=autoencoder.cfg, init_from=str(autoencoder_run))
     run = run_folder(out, cfg)
-    prior = load_prior(prior_run, seed=cfg.seed)
+    prior, refine = load_prior(prior_run, seed=cfg.seed), refinement(prior_run)
     if (prior.cfg.grid_size, prior.cfg.data_channels) != (autoencoder.cfg.latent_size, autoencoder.cfg.latent_channels):
         raise StageError(f"{prior_run}'s prior models another grid than {autoencoder_run} makes")
     if snapshot is not None and not cfg.snapshot_every:
@@ -181,7 +181,7 @@ def adapt_decoder(data: Path, cfg, out: Path, autoencoder_run: Path, prior_run: 
         model.load_state_dict(torch.load(path, map_location="cpu"))
     report = {"autoencoder": str(autoencoder_run), "prior": str(prior_run), "snapshot": snapshot,
               "held_out": reconstruction_error(model, gs.images[gs.held_out]) if gs.held_out.any() else None,
-              **sampler_report(TwoStageSampler(prior, model).eval(), run.root, attribute_export)}
+              **sampler_report(TwoStageSampler(prior, model, refine).eval(), run.root, attribute_export)}
     torch.save(model.state_dict(), run.root / "model.pt")
     (run.root / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     run.close()
@@ -191,5 +191,5 @@ def adapt_decoder(data: Path, cfg, out: Path, autoencoder_run: Path, prior_run: 
         trained_as = config_io.to_dict(cfg) if cfg.steps else json.loads((autoencoder_run / "config.json").read_text())
         card = {"training_data": {"root": str(data), "images": int((~gs.held_out).sum())},
                 "prior_run": str(prior_run), "decoder_config": trained_as, "metrics": report}
-        export_two_stage(prior, model, export_dir, None, card, echo=echo)
+        export_two_stage(prior, model, refine, export_dir, None, card, echo=echo)
     return report
