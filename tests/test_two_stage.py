@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from training.cli import main
-from training.generated import OnnxGenerator
+from training.generated import OnnxGenerator, torch_draw
 from training.models.autoencoder import AUTOENCODER_PRESETS, Autoencoder
 from training.models.generator import to_uint8
 from training.models.latent_prior import LATENT_PRIOR_PRESETS, LatentPrior, Refinement, TwoStageSampler
-from training.two_stage import load_autoencoder
+from training.two_stage import load_autoencoder, load_prior, refinement
 
 
 def _log(run) -> list[dict]:
@@ -107,6 +107,10 @@ def test_the_sampler_export_keeps_the_services_contract(two_stage):
     assert a.shape == (4, 64, 64, 3) and a.dtype == np.uint8
     assert np.array_equal(a, b)  # same seed → same faces
     assert not np.array_equal(a, c)
+    # the run's prior and autoencoder in PyTorch (what the probes draw from) draw the exported faces
+    run = two_stage / "runs" / "generator"
+    sampler = TwoStageSampler(load_prior(run), load_autoencoder(two_stage / "runs" / "autoencoder"), refinement(run))
+    assert np.abs(torch_draw(sampler.eval())(cond, 0.8, np.arange(7, 11)).astype(int) - a).max() <= 1
 
 
 def test_the_encoder_export_gives_the_sampler_its_noise(two_stage):

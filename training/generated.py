@@ -1,5 +1,6 @@
 """Faces from an exported generator, under ONNX Runtime: the samples the critic learns to tell
-apart from real images are the very ones the sampler service serves.
+apart from real images are the very ones the sampler service serves. `torch_draw` draws the same
+way from a sampler still in PyTorch (probes of a network before it is exported).
 
 A seed becomes a face by the rule the sampler service follows (services/shared/sampling.py), so
 training-side faces are the served ones for the same seed.
@@ -49,3 +50,23 @@ class OnnxGenerator:
             rows = np.arange(k, n, len(temperatures))
             images[rows] = self(cond[rows], t, seeds[rows])
         return images
+
+
+def torch_draw(sampler, batch: int = 250):
+    """`draw(conditions, temperature, seeds)` → uint8 NHWC faces from a PyTorch sampler (a
+    `TwoStageSampler`), face i drawn with seeds[i] by the service's rule, as `OnnxGenerator` draws."""
+    import torch
+
+    shapes = [tuple(s) for s in sampler.group_shapes]
+
+    @torch.no_grad()
+    def draw(conditions: np.ndarray, temperature: float, seeds: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(conditions), batch):
+            noise = [noise_for(int(s), shapes) for s in seeds[i : i + batch]]
+            zs = [torch.from_numpy(np.stack([z[g] for z in noise])) for g in range(len(shapes))]
+            cond = torch.from_numpy(np.asarray(conditions[i : i + batch], np.float32))
+            out.append(sampler.sample(cond, zs, temperature).numpy())
+        return np.concatenate(out)
+
+    return draw

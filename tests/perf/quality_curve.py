@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.shared.sampling import DEFAULT_TEMPERATURE, noise_for
+from services.shared.sampling import DEFAULT_TEMPERATURE
 from training import config as config_io
+from training.generated import torch_draw
 from training.models.latent_prior import LatentPrior, TwoStageSampler
 from training.quality.benchmark import BenchmarkConfig, judges, sample_figures
 from training.train_generator import readjust_bn
@@ -111,16 +112,7 @@ def main() -> None:
         else:
             sampler = TwoStageSampler(_prior(run_cfg, snap), ae, run_cfg.refine).eval()
 
-        @torch.no_grad()
-        def generate(cond, t, seeds, sampler=sampler):
-            out = []
-            for i in range(0, len(cond), 250):
-                noise = [noise_for(int(s), sampler.group_shapes) for s in seeds[i : i + 250]]
-                zs = [torch.from_numpy(np.stack([z[g] for z in noise])) for g in range(len(sampler.group_shapes))]
-                out.append(sampler.sample(torch.from_numpy(cond[i : i + 250]), zs, t).numpy())
-            return np.concatenate(out)
-
-        fig = sample_figures(generate, j, cfg, args.temperature)
+        fig = sample_figures(torch_draw(sampler), j, cfg, args.temperature)
         minutes = seconds / 60
         points.append({"run": str(run), "step": step, "minutes": minutes, **fig})
         _say(f"{run} step {step}", minutes, fig)
