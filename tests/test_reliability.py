@@ -184,7 +184,9 @@ def test_a_model_service_killed_under_load_fails_fast_and_the_pipeline_recovers(
     import concurrent.futures
 
     stub = rpc.GenerationServiceStub(grpc.insecure_channel(stack["pipeline"].grpc_target))
-    req = pb.GenerateRequest(count=2, seed=3)
+    # one candidate a face: requests drawing when the service dies must reach it well inside the
+    # window after the kill, so that the window's last requests are the ones started after it
+    req = pb.GenerateRequest(count=2, seed=3, oversample=1)
     victim = stack["attributes"]
     outcomes: list[tuple[str, float]] = []
 
