@@ -255,3 +255,20 @@ def test_others_runnable_counts_what_runs_besides_the_caller(monkeypatch):
     monkeypatch.undo()  # the real reading, not the fixture's idle machine
     n = runtime.others_runnable()
     assert isinstance(n, int) and n >= 0  # the running count includes the caller itself
+
+
+def test_a_callers_longer_deadline_is_honoured_up_to_the_cap():
+    """The default time (for callers without a deadline) is not a cap on a caller who gives more,
+    such as the pipeline handing on what is left of a large request's deadline; the cap is."""
+    model = SamplerModel("sampler", ServingConfig(timeout_s=0.001, max_timeout_s=60.0, **CPU))
+    x = model.rows(model.validate([[0.2, 0.8, 0.5, 0.5, 0.4]], 2, 0.8, 7))
+
+    async def run(timeout_s):
+        return (await model.submit(x, timeout_s))["images"]
+
+    assert asyncio.run(run(30.0)).shape == (2, 64, 64, 3)
+    with pytest.raises(TimeoutError):
+        asyncio.run(run(None))  # no deadline: the default
+    capped = SamplerModel("sampler", ServingConfig(timeout_s=30.0, max_timeout_s=0.001, **CPU))
+    with pytest.raises(TimeoutError):
+        asyncio.run(capped.submit(x, 30.0))
