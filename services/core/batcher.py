@@ -37,6 +37,13 @@ import numpy as np
 Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
+def request_budget(caller_s: float | None, default_s: float, max_s: float) -> float:
+    """A request's time: its caller's deadline, or `default_s` when it set none; a caller's is
+    honoured up to `max_s` (never below the default), so the default is no cap on a caller who
+    gives more — such as the pipeline handing on what is left of a large request's deadline."""
+    return min(caller_s or default_s, max(max_s, default_s))
+
+
 class QueueFull(Exception):
     """Refused for now, worth sending again in `retry_after_s` (RESOURCE_EXHAUSTED / 503 + Retry-After)."""
 

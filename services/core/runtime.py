@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from services.core.batcher import MicroBatcher
+from services.core.batcher import MicroBatcher, request_budget
 from services.core.errors import classify, http_response
 from services.core.exports import create_session, shrinking_run_options, smallest_feeds
 from services.core.metrics import ServiceMetrics
@@ -68,9 +68,7 @@ class ServingConfig:
     max_latency_ms: float = 2.0
     max_queue: int = 2048  # images waiting, across requests
     timeout_s: float = 30.0  # per request, when the caller sets no deadline
-    # the longest caller deadline honoured (the pipeline's own cap): the default above is not a cap
-    # on a caller who gives more, such as the pipeline handing on what is left of a large request's
-    max_timeout_s: float = 120.0
+    max_timeout_s: float = 120.0  # the longest caller deadline honoured (batcher.request_budget)
     max_images_per_request: int = 256
     # pixels of one request's images as their headers declare them, checked before anything is
     # decoded: 32 one-colour 8000×5000 PNGs (4 MB) would otherwise decode to 3.8 GB
@@ -305,7 +303,7 @@ class BatchedModel:
     async def submit(self, x: np.ndarray, timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """Run rows `x` through the batcher within the caller's deadline (cfg.timeout_s without one),
         capped by cfg.max_timeout_s."""
-        timeout = min(timeout_s or self.cfg.timeout_s, self.cfg.max_timeout_s)
+        timeout = request_budget(timeout_s, self.cfg.timeout_s, self.cfg.max_timeout_s)
         return await asyncio.wait_for(self.batcher.submit(x, time.monotonic() + timeout), timeout)
 
 

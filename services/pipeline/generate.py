@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.core import metrics
+from services.core.batcher import request_budget
 from services.core.errors import BadRequest, UpstreamUnavailable
 from services.pipeline.admission import Admission
 from services.pipeline.upstream import Realness, Upstreams
@@ -145,12 +146,12 @@ class Pipeline:
         """timeout_s: a request's time when its caller sets no deadline; max_timeout_s: the most
         a caller's deadline is honoured (default timeout_s)."""
         self.up, self.timeout_s, self.encode = upstreams, timeout_s, encode
-        self.max_timeout_s = max(max_timeout_s or timeout_s, timeout_s)
+        self.max_timeout_s = max_timeout_s or timeout_s
         self.max_per_call = max_per_call  # the model services' max_images_per_request
         self.admission = admission or Admission()
 
     def budget_s(self, timeout_s: float | None) -> float:
-        return min(timeout_s or self.timeout_s, self.max_timeout_s)
+        return request_budget(timeout_s, self.timeout_s, self.max_timeout_s)
 
     def _left(self, deadline: float) -> float:
         left = deadline - time.monotonic()
