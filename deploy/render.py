@@ -35,7 +35,8 @@ SERVICES = [
     Svc("pipeline", "services.pipeline.service:GenerationService", *PORTS["pipeline"], ()),
     Svc("filter", "services.filter.service:FilterService", *PORTS["filter"], ("filter",)),
     Svc("attributes", "services.attributes.service:AttributeService", *PORTS["attributes"], ("attributes",)),
-    Svc("sampler", "services.sampler.service:SamplerService", *PORTS["sampler"], ("generator",)),
+    # the sampler edits too: the encoder reads a face, the redraw draws it again (services/sampler/model.py)
+    Svc("sampler", "services.sampler.service:SamplerService", *PORTS["sampler"], ("generator", "encoder", "redraw")),
     Svc("critic", "services.critic.service:CriticService", *PORTS["critic"], ("critic", "refiner")),
 ]
 RUNTIME = {  # the serving extra without onnxruntime, then the variant's runtime

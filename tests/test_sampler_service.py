@@ -131,9 +131,10 @@ def _conditions(**kw) -> pb.Conditions:
 
 
 def test_edit_redraws_a_face_with_its_own_latents_and_the_target_conditions(server, two_stage):
-    """Edit = the encoder export's latents of the face (for the measured conditions) decoded by the
-    generator with the target ones at temperature 1: checked against the two ONNX graphs run
-    here; a target left out keeps the measured value; fewer kept groups draw the rest from the seed."""
+    """Edit = the encoder export's latents of the face (for the measured conditions) redrawn with the
+    target ones at temperature 1 by the redraw export (the sampler without its refinement): checked
+    against the two ONNX graphs run here; a target left out keeps the measured value; fewer kept
+    groups draw the rest from the seed."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
@@ -160,11 +161,13 @@ def test_edit_redraws_a_face_with_its_own_latents_and_the_target_conditions(serv
     m = np.array([[getattr(c, n) for n in names] for c in measured], np.float32)
     t = np.array([[getattr(f.conditions, n) for n in names] for f in resp.faces], np.float32)
     enc = ort.InferenceSession(str(two_stage / "exports" / "encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    gen = ort.InferenceSession(str(two_stage / "exports" / "generator" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     noise = enc.run(None, {"images": faces, "conditions": m})
-    want = gen.run(["images"], {"conditions": t, "temperature": np.array(1.0, np.float32),
-                                **{f"noise_{g}": z for g, z in enumerate(noise)}})[0]
+    feeds = {"conditions": t, "temperature": np.array(1.0, np.float32), **{f"noise_{g}": z for g, z in enumerate(noise)}}
+    want, refined = (ort.InferenceSession(str(two_stage / "exports" / kind / "1" / "model.onnx"),
+                                          providers=["CPUExecutionProvider"]).run(["images"], feeds)[0]
+                     for kind in ("redraw", "generator"))
     assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(got, want, strict=True)) <= 1
+    assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(got, refined, strict=True)) > 1
     assert any(f.raw.pixels != g.raw.pixels for f, g in zip(free.faces, resp.faces, strict=True))
 
 
@@ -183,6 +186,31 @@ def test_bad_edits_are_invalid_argument(server, change, needle):
     with grpc.insecure_channel(server.grpc_target) as ch, pytest.raises(grpc.RpcError) as err:
         rpc.SamplerServiceStub(ch).Edit(pb.EditRequest(**{**base, **change}), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details(), err.value.details()
+
+
+def test_a_sampler_without_a_redraw_export_edits_through_its_own_graph(two_stage, tmp_path):
+    """An export written before the redraw existed (its sampler had no refinement to skip) still edits."""
+    import onnxruntime as ort
+
+    s = servers.start("services.sampler.service:SamplerService", "sampler",
+                      env={"FACEGEN_SAMPLER_EXPORT": str(two_stage / "exports" / "generator" / "1"),
+                           "FACEGEN_REDRAW_EXPORT": str(tmp_path / "none")})
+    face = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    try:
+        with grpc.insecure_channel(s.grpc_target) as ch:
+            resp = rpc.SamplerServiceStub(ch).Edit(pb.EditRequest(
+                images=[pb.Image(raw=pb.RawImage(pixels=face.tobytes(), height=64, width=64))],
+                measured=[_conditions()], target=[_conditions(eyes=0.9)], raw_output=True), timeout=60)
+    finally:
+        s.stop()
+    enc = ort.InferenceSession(str(two_stage / "exports" / "encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    gen = ort.InferenceSession(str(two_stage / "exports" / "generator" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    noise = enc.run(None, {"images": face[None], "conditions": np.full((1, 5), 0.5, np.float32)})
+    target = np.array([[0.9, 0.5, 0.5, 0.5, 0.5]], np.float32)
+    want = gen.run(["images"], {"conditions": target, "temperature": np.array(1.0, np.float32),
+                                **{f"noise_{g}": z for g, z in enumerate(noise)}})[0][0]
+    got = np.frombuffer(resp.faces[0].raw.pixels, np.uint8).reshape(64, 64, 3)
+    assert np.abs(got.astype(int) - want).max() <= 1
 
 
 def test_a_sampler_without_an_encoder_samples_and_says_why_it_cannot_edit(two_stage, tmp_path):

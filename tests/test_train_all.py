@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from training.cli import main
 from training.stages.generator_recipe import RECIPE
 
-MODELS = ("filter", "attributes", "generator", "encoder", "critic", "refiner")
+MODELS = ("filter", "attributes", "generator", "encoder", "redraw", "critic", "refiner")
 
 
 def _all(tmp_path, *extra):

@@ -129,6 +129,21 @@ def test_the_encoder_export_gives_the_sampler_its_noise(two_stage):
     assert gen.run(None, feeds)[0].shape == (2, 64, 64, 3)
 
 
+def test_the_redraw_export_is_the_sampler_without_its_refinement(two_stage):
+    """Edits redraw through the sampler's contract without the refinement: the run's PyTorch
+    sampler with no passes draws its faces (±1 level), and they differ from the refined sampler's."""
+    redraw_dir, gen_dir = two_stage / "exports" / "redraw" / "1", two_stage / "exports" / "generator" / "1"
+    sig, gen_sig = (json.loads((d / "signature.json").read_text()) for d in (redraw_dir, gen_dir))
+    assert sig["model"] == "redraw" and sig["inputs"] == gen_sig["inputs"] and sig["outputs"] == gen_sig["outputs"]
+    assert json.loads((redraw_dir / "card.json").read_text())["refinement"]["passes"] == 0
+    cond = np.random.default_rng(2).random((3, 5), dtype=np.float32)
+    faces = OnnxGenerator(redraw_dir)(cond, 1.0, np.arange(3))
+    run = two_stage / "runs" / "generator"
+    unrefined = TwoStageSampler(load_prior(run), load_autoencoder(two_stage / "runs" / "autoencoder"), Refinement(passes=0))
+    assert np.abs(torch_draw(unrefined.eval())(cond, 1.0, np.arange(3)).astype(int) - faces).max() <= 1
+    assert np.abs(OnnxGenerator(gen_dir)(cond, 1.0, np.arange(3)).astype(int) - faces).max() > 1
+
+
 def test_stage_two_says_what_is_missing(two_stage, synth_root, tmp_path):
     cond = str(two_stage / "conditions.csv")
     res = CliRunner().invoke(main, ["generator", "--data", str(synth_root), "--conditions", cond, "--preset", "tiny",
@@ -240,6 +255,7 @@ def test_decoder_adaptation_exports_a_chosen_snapshot(two_stage, synth_root, tmp
     res = CliRunner().invoke(main, [*args, "--snapshot", "10", "--export", str(trial)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "trial_encoder" / "model.onnx").exists() and not (tmp_path.parent / "encoder").exists()
+    assert (tmp_path / "trial_redraw" / "model.onnx").exists() and not (tmp_path.parent / "redraw").exists()
     chosen, snap = load_autoencoder(out).state_dict(), torch.load(out / "snapshots" / "step000010.pt")
     assert all(torch.equal(chosen[k], snap[k]) for k in snap)
     assert any(not torch.equal(chosen[k], last[k]) for k in snap if k.startswith("decoder."))

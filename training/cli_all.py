@@ -118,7 +118,8 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
     def own(name: str) -> tuple[str, ...]:
         return tuple(per_stage.get(name, []))
 
-    ex = {m: exports / m / "1" for m in ("filter", "attributes", "generator", "encoder", "critic", "refiner")}
+    ex = {m: exports / m / "1" for m in ("filter", "attributes", "generator", "encoder", "redraw", "critic",
+                                          "refiner")}
     sel, cond = data / "selection.csv", data / "conditions.csv"
     echo = click.echo
 
@@ -139,7 +140,7 @@ def all_cmd(data, synth_n, preset, overrides, runs, exports, threshold, force) -
               (runs / "autoencoder",), own("autoencoder")),
         Stage("generator", lambda: [cond, ex["attributes"], runs / "attributes" / "model.pt",
                                     runs / "autoencoder" / "model.pt"],
-              lambda: [ex["generator"], ex["encoder"]],
+              lambda: [ex["generator"], ex["encoder"], ex["redraw"]],
               lambda: generator_recipe.run_recipe(data, preset, runs, cond, ex["attributes"], runs / "attributes",
                                                   ex["generator"], prior_set, decoder_set, echo=echo),
               # stage 3's settings keep their prefix: generator.steps=5 and decoder.steps=5 are not one key

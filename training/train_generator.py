@@ -304,7 +304,8 @@ def readjust_bn(model: AttributeGenerator, temperature: float, batches: int = 10
 SAMPLING_PIXEL = "z_g = mu_p + temperature * sigma_p * noise_g; image = mean of the logistic mixture"
 
 
-def export_spec(model, version: str = "1", image_size: int | None = None, sampling: str = SAMPLING_PIXEL):
+def export_spec(model, version: str = "1", image_size: int | None = None, sampling: str = SAMPLING_PIXEL,
+                name: str = "generator"):
     """The sampler graph: conditions, temperature and one explicit noise tensor per latent group
     in, uint8 RGB NHWC images out — the same inputs give the same faces on every runtime.
     `model` is any sampler with `group_shapes` (the single-stage model, or the two-stage one
@@ -330,7 +331,7 @@ def export_spec(model, version: str = "1", image_size: int | None = None, sampli
           for g, shape in enumerate(shapes)),
     )
     return ExportSpec(
-        model="generator",
+        model=name,
         version=version,
         inputs=inputs,
         outputs=(TensorSpec("images", "uint8", ("batch", s, s, 3), (0, 255), "RGB faces, NHWC"),),

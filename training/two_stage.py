@@ -57,13 +57,16 @@ def refinement(run_dir: Path):
 
 def export_two_stage(prior, autoencoder, refine, export_dir: Path, encoder_dir: Path | None, card: dict,
                      echo=print) -> None:
-    """Export the sampler (prior + `refine` (a Refinement) + decoder) to `export_dir` and the
-    encoder beside it (default: exports/encoder/<same version> for exports/generator/<version>,
-    else <export_dir>_encoder)."""
+    """Export the sampler (prior + `refine` (a Refinement) + decoder) to `export_dir`, and beside it
+    the two graphs an edit runs: the encoder (default: exports/encoder/<same version> for
+    exports/generator/<version>, else <export_dir>_encoder) and the redraw, the sampler without the
+    refinement (exports/redraw/<version>, else <export_dir>_redraw). An edit redraws a face the
+    encoder read, whose grid already lies where the refinement would take a drawn one: refining it
+    again only moves the face away from itself, and multiplies the edit's cost."""
     import dataclasses
 
     from training.export import export_model
-    from training.models.latent_prior import Encoder, TwoStageSampler
+    from training.models.latent_prior import Encoder, Refinement, TwoStageSampler
     from training.train_generator import export_spec
     from training.train_latent_prior import SAMPLING_TWO_STAGE, encoder_spec
 
@@ -74,15 +77,25 @@ def export_two_stage(prior, autoencoder, refine, export_dir: Path, encoder_dir: 
     spec = export_spec(sampler, version=export_dir.name, image_size=size, sampling=SAMPLING_TWO_STAGE)
     written = export_model(sampler, spec, export_dir, card)
     echo(f"exported the sampler to {export_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
-    if encoder_dir is None:
-        # outside the exports/<model>/<version> layout (a trial export under runs/, say) the
-        # layout's rule would land the encoder in an unrelated folder two levels up
-        in_layout = export_dir.parent.name == "generator"
-        encoder_dir = (export_dir.parent.parent / "encoder" / export_dir.name if in_layout
-                       else export_dir.with_name(export_dir.name + "_encoder"))
+    encoder_dir = encoder_dir or beside(export_dir, "encoder")
     written = export_model(Encoder(prior, autoencoder).eval(), encoder_spec(sampler, size, encoder_dir.name),
                            encoder_dir, {**card, "sampler": str(export_dir)})
     echo(f"exported the encoder to {encoder_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+    redraw_dir, unrefined = beside(export_dir, "redraw"), Refinement(passes=0)
+    redraw = TwoStageSampler(prior, autoencoder, unrefined).eval()
+    written = export_model(redraw, export_spec(redraw, redraw_dir.name, size, SAMPLING_TWO_STAGE, name="redraw"),
+                           redraw_dir, {**card, "refinement": dataclasses.asdict(unrefined), "sampler": str(export_dir),
+                                        "which": "the sampler without its refinement, for edits"})
+    echo(f"exported the edits' redraw to {redraw_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
+
+
+def beside(export_dir: Path, kind: str) -> Path:
+    """Where a graph that belongs to the sampler at `export_dir` goes: exports/<kind>/<version> in
+    the exports/<model>/<version> layout; outside it (a trial export under runs/, say) the
+    layout's rule would land it in an unrelated folder two levels up, so <export_dir>_<kind>."""
+    if export_dir.parent.name == "generator":
+        return export_dir.parent.parent / kind / export_dir.name
+    return export_dir.with_name(f"{export_dir.name}_{kind}")
 
 
 def sampler_report(sampler, root: Path, attribute_export: Path | None) -> dict:

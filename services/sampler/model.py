@@ -33,6 +33,8 @@ log = logging.getLogger("facegen.sampler")
 # exists rather than varying new ones
 EDIT_FREE_TEMPERATURE = 0.8
 
+SAMPLE, EDIT = 0, 1  # which graph a packed row runs on: the sampler, or the edits' redraw
+
 
 @dataclass(frozen=True)
 class SampleSpec:
@@ -61,23 +63,28 @@ class SamplerModel(BatchedModel):
         self.shapes = [tuple(s) for s in sig["latent_groups"]]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.image_size = tuple(sig["outputs"][0]["shape"][1:3])
-        self.encoder, self.encoder_error = self._encoder()
+        self.encoder, self.encoder_error = self._beside("encoder", "FACEGEN_ENCODER_EXPORT", 1)
+        # edits redraw through the sampler without its refinement where the export has one (training/two_stage.py)
+        self.redraw, why = self._beside("redraw", "FACEGEN_REDRAW_EXPORT", self._lane_threads)
+        if self.redraw is None:
+            log.info("edits redraw through the sampler itself: %s", why)
 
-    def _encoder(self):
-        """The encoder export that belongs to this generator (FACEGEN_ENCODER_EXPORT, default
-        exports/encoder/<the generator's version> beside it) and its session, or (None, why not):
-        a sampler without one still samples, and answers edits with the reason."""
-        beside = self.export.path.parent.parent / "encoder" / self.export.path.name
-        path = Path(os.environ.get("FACEGEN_ENCODER_EXPORT") or beside)
+    def _beside(self, kind: str, variable: str, threads: int):
+        """The `kind` export that belongs to this generator (`variable`, default
+        exports/<kind>/<the generator's version> beside it) and its session, or (None, why not):
+        a sampler without an encoder still samples, and answers edits with the reason."""
+        beside = self.export.path.parent.parent / kind / self.export.path.name
+        path = Path(os.environ.get(variable) or beside)
         try:
             export = read_export(path)
             groups = [tuple(g) for g in export.signature.get("latent_groups", [])]
             if groups != self.shapes:
                 raise ValueError(f"its latent groups {groups} are not the generator's {self.shapes}")
-            session, _ = create_session(export, self.cfg.device, 1)
-        except Exception as exc:  # noqa: BLE001 - any reason the encoder cannot serve is reported the same way
-            why = f"no usable encoder export at {path}: {exc}"
-            log.warning("edits disabled: %s", why)
+            session, _ = create_session(export, self.cfg.device, threads)
+        except Exception as exc:  # noqa: BLE001 - any reason the export cannot serve is reported the same way
+            why = f"no usable {kind} export at {path}: {exc}"
+            if kind == "encoder":
+                log.warning("edits disabled: %s", why)
             return None, why
         return session, None
 
@@ -139,32 +146,36 @@ class SamplerModel(BatchedModel):
         noise = await asyncio.to_thread(self.encoder.run, None, {"images": spec.images, "conditions": spec.measured})
         kept = [[noise[g][i] if g < spec.keep else EDIT_FREE_TEMPERATURE * z
                  for g, z in enumerate(noise_for(spec.seed + i, self.shapes))] for i in range(len(spec.images))]
-        return (await self.submit(self._pack(1.0, spec.target, kept), timeout_s))["images"]
+        return (await self.submit(self._pack(EDIT, 1.0, spec.target, kept), timeout_s))["images"]
 
     def rows(self, spec: SampleSpec) -> np.ndarray:
         """One packed row per face, its noise drawn from its seed (the contract above)."""
-        return self._pack(spec.temperature, spec.conditions,
+        return self._pack(SAMPLE, spec.temperature, spec.conditions,
                           [noise_for(spec.seed + i, self.shapes) for i in range(len(spec.conditions))])
 
-    def _pack(self, temperature: float, conditions: np.ndarray, noise: list[list[np.ndarray]]) -> np.ndarray:
-        """One row per face: temperature, conditions, then every group's noise, flattened."""
-        packed = np.empty((len(conditions), 1 + len(self.conditions) + sum(self.sizes)), np.float32)
-        packed[:, 0] = temperature
-        packed[:, 1 : 1 + len(self.conditions)] = conditions
+    def _pack(self, graph: int, temperature: float, conditions: np.ndarray, noise: list[list[np.ndarray]]) -> np.ndarray:
+        """One row per face: the graph it runs on (SAMPLE or EDIT), temperature, conditions, then
+        every group's noise, flattened."""
+        head = 2 + len(self.conditions)
+        packed = np.empty((len(conditions), head + sum(self.sizes)), np.float32)
+        packed[:, 0], packed[:, 1] = graph, temperature
+        packed[:, 2:head] = conditions
         for i, groups in enumerate(noise):
-            packed[i, 1 + len(self.conditions) :] = np.concatenate([z.ravel() for z in groups])
+            packed[i, head:] = np.concatenate([z.ravel() for z in groups])
         return packed
 
     def _run(self, packed: np.ndarray, session) -> dict[str, np.ndarray]:
         out = np.empty((len(packed), *self.export.signature["outputs"][0]["shape"][1:]), np.uint8)
-        for t in np.unique(packed[:, 0]):
-            rows = np.nonzero(packed[:, 0] == t)[0]
-            feeds = {"conditions": packed[rows, 1 : 1 + len(self.conditions)], "temperature": np.array(t, np.float32)}
-            start = 1 + len(self.conditions)
+        head = 2 + len(self.conditions)
+        for graph, t in np.unique(packed[:, :2], axis=0):
+            rows = np.nonzero((packed[:, 0] == graph) & (packed[:, 1] == t))[0]
+            use = self.redraw if graph == EDIT and self.redraw is not None else session
+            feeds = {"conditions": packed[rows, 2:head], "temperature": np.array(t, np.float32)}
+            start = head
             for g, (shape, size) in enumerate(zip(self.shapes, self.sizes, strict=True)):
                 feeds[f"noise_{g}"] = np.ascontiguousarray(packed[rows, start : start + size]).reshape(len(rows), *shape)
                 start += size
-            out[rows] = session.run(["images"], feeds, self.run_options(session))[0]
+            out[rows] = use.run(["images"], feeds, self.run_options(use))[0]
         return {"images": out}
 
     async def sample(self, spec: SampleSpec, timeout_s: float | None = None) -> np.ndarray:
