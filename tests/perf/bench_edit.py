@@ -3,9 +3,9 @@ judged by models that took no part in training the generator.
 
 The edit is what the pipeline does (services/pipeline/edit.py), run in-process on the same ONNX
 graphs: the attribute export measures the face, the encoder export gives its latents for those
-conditions, the generator redraws them with the one condition changed (to 0.85 if it measured
-below 0.5, else 0.15). The independent judge (exports/judge/1, trained on another set) reads the
-result. Figures, each beside its reference from the same run:
+conditions, the redraw export (the sampler without its refinement) redraws them with the one
+condition changed (to 0.85 if it measured below 0.5, else 0.15). The independent judge
+(exports/judge/1, trained on another set) reads the result. Figures, each beside its reference from the same run:
 - target: |judge(edited) − target| of the edited condition (the judge on the real faces: its own error);
 - drift: |judge(edited) − judge(face)| of the other four (beside the true edit's: what the judge
   reads as drift when nothing else changed);
@@ -101,7 +101,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--data", type=Path, default=Path("data/bench"))
-    ap.add_argument("--generator", type=Path, default=Path("exports/generator/1"))
+    ap.add_argument("--redraw", type=Path, default=Path("exports/redraw/1"),
+                    help="the graph edits redraw through (the sampler's; exports/generator/1 for an export without one)")
     ap.add_argument("--encoder", type=Path, default=Path("exports/encoder/1"))
     ap.add_argument("--attributes", type=Path, default=Path("exports/attributes/1"))
     ap.add_argument("--judge", type=Path, default=Path("exports/judge/1"))
@@ -112,7 +113,7 @@ def main() -> None:
 
     faces, _ = load_real(args.data, args.n, seed=7)
     src = faces.images
-    edit = Editor(args.generator, args.encoder, args.attributes)
+    edit = Editor(args.redraw, args.encoder, args.attributes)
     judge, net = OnnxImageModel(args.judge), load_feature_net()
     measured = edit.measure(src)
     judged = judge(src)
