@@ -95,7 +95,9 @@ TRAIN_PRESETS = {
     # and capped it as a judge (AUC 0.86 → 0.98 without, on the v2.1 generator's faces, and only
     # without did the map learn to flag smeared and noised regions); `--set critic.spectral_norm=true`
     # for retouch=simgan
-    "default": CriticTrainConfig(critic=CriticConfig(spectral_norm=False)),
+    # no latent denoiser: the v2.9 sampler already projects every grid by the prior, which is what the
+    # denoiser was distilled from (`--set denoiser.passes=8` brings it back; tests/perf/RESULTS.md)
+    "default": CriticTrainConfig(critic=CriticConfig(spectral_norm=False), denoiser=DenoiserTrainConfig(passes=0)),
 }
 
 
