@@ -65,6 +65,7 @@ def export_two_stage(prior, autoencoder, refine, export_dir: Path, encoder_dir: 
     again only moves the face away from itself, and multiplies the edit's cost."""
     import dataclasses
 
+    from services.shared.exports import beside
     from training.export import export_model
     from training.models.latent_prior import Encoder, Refinement, TwoStageSampler
     from training.train_generator import export_spec
@@ -87,15 +88,6 @@ def export_two_stage(prior, autoencoder, refine, export_dir: Path, encoder_dir: 
                            redraw_dir, {**card, "refinement": dataclasses.asdict(unrefined), "sampler": str(export_dir),
                                         "which": "the sampler without its refinement, for edits"})
     echo(f"exported the edits' redraw to {redraw_dir} ({written['onnx_bytes'] / 1e6:.2f} MB)")
-
-
-def beside(export_dir: Path, kind: str) -> Path:
-    """Where a graph that belongs to the sampler at `export_dir` goes: exports/<kind>/<version> in
-    the exports/<model>/<version> layout; outside it (a trial export under runs/, say) the
-    layout's rule would land it in an unrelated folder two levels up, so <export_dir>_<kind>."""
-    if export_dir.parent.name == "generator":
-        return export_dir.parent.parent / kind / export_dir.name
-    return export_dir.with_name(f"{export_dir.name}_{kind}")
 
 
 def sampler_report(sampler, root: Path, attribute_export: Path | None) -> dict:

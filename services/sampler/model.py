@@ -20,7 +20,7 @@ import numpy as np
 from services.core.errors import BadRequest, Unavailable
 from services.core.exports import create_session
 from services.core.runtime import BatchedModel, ServingConfig
-from services.shared.exports import read_export
+from services.shared.exports import beside, read_export
 from services.shared.sampling import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, noise_for
 
 log = logging.getLogger("facegen.sampler")
@@ -70,11 +70,10 @@ class SamplerModel(BatchedModel):
             log.info("edits redraw through the sampler itself: %s", why)
 
     def _beside(self, kind: str, variable: str, threads: int):
-        """The `kind` export that belongs to this generator (`variable`, default
-        exports/<kind>/<the generator's version> beside it) and its session, or (None, why not):
+        """The `kind` export that belongs to this generator (`variable`, default the one beside it:
+        services.shared.exports.beside) and its session, or (None, why not):
         a sampler without an encoder still samples, and answers edits with the reason."""
-        beside = self.export.path.parent.parent / kind / self.export.path.name
-        path = Path(os.environ.get(variable) or beside)
+        path = Path(os.environ.get(variable) or beside(self.export.path, kind))
         try:
             export = read_export(path)
             groups = [tuple(g) for g in export.signature.get("latent_groups", [])]

@@ -40,6 +40,17 @@ class Export:
         return int(img["height"]), int(img["width"])
 
 
+def beside(export_dir: Path, kind: str) -> Path:
+    """Where a graph that belongs to the sampler at `export_dir` lives (its encoder, its redraw):
+    exports/<kind>/<version> in the exports/<model>/<version> layout; outside it (a trial export
+    under runs/, say) the layout's rule would point to an unrelated folder two levels up, so
+    <export_dir>_<kind>. Training writes them there and the sampler service reads them there."""
+    export_dir = Path(export_dir)
+    if export_dir.parent.name == "generator":
+        return export_dir.parent.parent / kind / export_dir.name
+    return export_dir.with_name(f"{export_dir.name}_{kind}")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:

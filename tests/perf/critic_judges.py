@@ -13,15 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from training.eval_critic import auc
 from training.generated import OnnxGenerator
 from training.quality.benchmark import load_real
 from training.select import OnnxImageModel
-
-
-def auc(real: np.ndarray, fake: np.ndarray) -> float:
-    """P(a real face scores above a generated one), ties counted half."""
-    greater = (real[:, None] > fake[None, :]).mean()
-    return float(greater + 0.5 * (real[:, None] == fake[None, :]).mean())
 
 
 def main() -> None:
