@@ -53,8 +53,9 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
-class DeadlineExceeded(Exception):
-    pass
+class DeadlineExceeded(TimeoutError):
+    """The caller's deadline passed while its rows waited: the same timeout the caller's own timer
+    raises, whichever of the two notices first."""
 
 
 @dataclass

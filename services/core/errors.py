@@ -11,7 +11,7 @@ import logging
 
 import grpc
 
-from services.core.batcher import DeadlineExceeded, QueueFull
+from services.core.batcher import QueueFull
 from services.shared.images import InvalidImage
 
 log = logging.getLogger("facegen.errors")
@@ -56,7 +56,6 @@ _TABLE: list[tuple[type[BaseException], grpc.StatusCode, int]] = [
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED, 503),
     (UpstreamUnavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, 503),
-    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
 ]
 
